@@ -1,0 +1,5 @@
+"""tsens: sensitivity and generalization measures for trained piecewise-linear MLPs."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,109 @@
+"""Piecewise-linear activation functions (SPEC §1).
+
+Each function is described by its breakpoints and the constant slope of every piece, which is
+all any measure needs: the *code* of a unit is the index of its piece (the number of
+breakpoints strictly below the pre-activation, so ReLU's code is 0 for z <= 0, else 1), and
+``D_l(x) = diag(slope[code])``. A unit is *active* when it sits on the piece of largest slope
+(ReLU: z > 0; ReLU6 and the hard functions: the middle piece; LeakyReLU: z > 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import TsensError
+
+NAMES = ("relu", "leaky_relu", "relu6", "hardtanh", "hardsigmoid")
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A piecewise-linear activation: ``breakpoints`` b_1 < ... < b_k, ``slopes`` of k+1 pieces."""
+
+    name: str
+    breakpoints: tuple[float, ...]
+    slopes: tuple[float, ...]
+    alpha: float | None = None
+
+    @property
+    def spec(self) -> str:
+        """The string that :func:`parse_activation` turns back into this activation."""
+        return f"{self.name}:{self.alpha:g}" if self.alpha is not None else self.name
+
+    @property
+    def num_pieces(self) -> int:
+        return len(self.slopes)
+
+    @property
+    def active_code(self) -> int:
+        """The piece counted as "active": the one with the largest slope."""
+        return max(range(self.num_pieces), key=lambda i: self.slopes[i])
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        if self.name == "relu":
+            return torch.relu(z)
+        if self.name == "leaky_relu":
+            return torch.nn.functional.leaky_relu(z, self.alpha)
+        if self.name == "relu6":
+            return torch.nn.functional.relu6(z)
+        if self.name == "hardtanh":
+            return torch.nn.functional.hardtanh(z)
+        return torch.nn.functional.hardsigmoid(z)
+
+    def codes(self, z: torch.Tensor) -> torch.Tensor:
+        """Index of the linear piece each pre-activation lies on (uint8, same shape as z)."""
+        code = torch.zeros(z.shape, dtype=torch.uint8, device=z.device)
+        for b in self.breakpoints:
+            code += z > b
+        return code
+
+    def slopes_of(self, codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The slope φ' of each unit given its piece code."""
+        table = torch.tensor(self.slopes, dtype=dtype, device=codes.device)
+        return table[codes.long()]
+
+    def breakpoint_distance(self, z: torch.Tensor) -> torch.Tensor:
+        """|z − nearest breakpoint|: how far a pre-activation is from changing its piece."""
+        dist = torch.full_like(z, float("inf"))
+        for b in self.breakpoints:
+            dist = torch.minimum(dist, (z - b).abs())
+        return dist
+
+    def module(self) -> torch.nn.Module:
+        """The equivalent torch module (used by oracles and the sample-making script)."""
+        return {
+            "relu": lambda: torch.nn.ReLU(),
+            "leaky_relu": lambda: torch.nn.LeakyReLU(self.alpha),
+            "relu6": lambda: torch.nn.ReLU6(),
+            "hardtanh": lambda: torch.nn.Hardtanh(),
+            "hardsigmoid": lambda: torch.nn.Hardsigmoid(),
+        }[self.name]()
+
+
+def parse_activation(spec: str) -> Activation:
+    """``relu``, ``leaky_relu[:alpha]`` (default 0.01), ``relu6``, ``hardtanh``, ``hardsigmoid``."""
+    name, _, arg = spec.strip().lower().replace("-", "_").partition(":")
+    if name not in NAMES:
+        raise TsensError(
+            f"activation {spec!r} is not supported; expected one of "
+            "relu, leaky_relu[:alpha], relu6, hardtanh, hardsigmoid (piecewise linear only)"
+        )
+    if arg and name != "leaky_relu":
+        raise TsensError(f"activation {spec!r}: only leaky_relu takes a parameter")
+    if name == "relu":
+        return Activation("relu", (0.0,), (0.0, 1.0))
+    if name == "leaky_relu":
+        try:
+            alpha = float(arg) if arg else 0.01
+        except ValueError:
+            raise TsensError(f"activation {spec!r}: the slope after ':' must be a number") from None
+        if not 0 <= alpha < 1:
+            raise TsensError(f"activation {spec!r}: the negative slope must lie in [0, 1)")
+        return Activation("leaky_relu", (0.0,), (alpha, 1.0), alpha)
+    if name == "relu6":
+        return Activation("relu6", (0.0, 6.0), (0.0, 1.0, 0.0))
+    if name == "hardtanh":
+        return Activation("hardtanh", (-1.0, 1.0), (0.0, 1.0, 0.0))
+    return Activation("hardsigmoid", (-3.0, 3.0), (0.0, 1.0 / 6.0, 0.0))
