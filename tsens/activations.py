@@ -61,6 +61,8 @@ class Activation:
 
     def slopes_of(self, codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """The slope φ' of each unit given its piece code."""
+        if self.slopes == (0.0, 1.0):  # ReLU: the code is the slope
+            return codes.to(dtype)
         table = torch.tensor(self.slopes, dtype=dtype, device=codes.device)
         return table[codes.long()]
 

@@ -213,4 +213,3 @@ def weight_norms(layer: Layer) -> dict[str, float]:
         "spectral": float(torch.linalg.matrix_norm(w, 2)),
         "max_abs": float(w.abs().max()),
     }
-

@@ -1,0 +1,53 @@
+# tsens: `make demo` runs the main job on the shipped samples, `make test` runs the tests.
+# Both create .venv on first use. TORCH pins the local CPU build of torch on this machine
+# (pyproject.toml keeps torch>=2.2 for users); override with `make TORCH=torch ...`.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+SAMPLES := sample_checkpoints
+
+.PHONY: demo test bench samples lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(PIP) "$(TORCH)"
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) -e ".[test]"
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) -e ".[dev]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/tsens info $(SAMPLES)/digits-mlp-64-32/epoch=30.safetensors
+	$(BIN)/tsens bound $(SAMPLES)/*/*.safetensors --data digits-test -o /tmp/tsens-demo-bounds.csv --force
+	$(BIN)/tsens jacobian $(SAMPLES)/digits-mlp-64-32/*.safetensors --data digits-test
+	$(BIN)/tsens activations $(SAMPLES)/digits-mlp-64-32/epoch=30.safetensors --data digits-test
+	$(BIN)/tsens regions $(SAMPLES)/digits-mlp-64-32/epoch=30.safetensors --data digits --test digits-test
+
+test: $(VENV)/.installed-test
+	$(BIN)/ruff check tsens tests bench scripts $(SAMPLES)
+	$(BIN)/python -m pytest
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/bench_measures.py
+
+samples: $(VENV)/.installed-dev
+	$(BIN)/python scripts/make_datasets.py
+	$(BIN)/python $(SAMPLES)/make_samples.py
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check tsens tests bench scripts $(SAMPLES)
+	$(BIN)/ruff format --check tsens tests bench scripts $(SAMPLES)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

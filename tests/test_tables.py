@@ -1,0 +1,92 @@
+"""The one table writer: every format, provenance, stdout, refusal to overwrite."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+
+import numpy as np
+import pyarrow.feather as feather
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+import pytest
+
+from tsens import __version__
+from tsens.errors import TsensError
+from tsens.tables import make_table, output_format, provenance, table_provenance, write_table
+
+
+@pytest.fixture
+def table():
+    meta = provenance("demo", [{"path": "a.safetensors", "sha256": "ab" * 32}], {"data": "digits"}, {"seed": 3})
+    return make_table(
+        {
+            "checkpoint": ["a", "a", "a"],
+            "value": np.array([1.5, math.inf, -2.0]),
+            "region": np.array([1, 2**63 + 5, 7], dtype=np.uint64),
+            "flag": np.array([True, False, True]),
+        },
+        meta,
+    )
+
+
+def test_provenance_is_in_schema(table):
+    meta = table_provenance(table)
+    assert meta["version"] == __version__
+    assert meta["checkpoints"][0]["sha256"] == "ab" * 32
+    assert meta["data"] == {"data": "digits"} and meta["options"] == {"seed": 3}
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".arrow", ".feather"])
+def test_arrow_formats_round_trip_with_metadata(table, tmp_path, suffix):
+    path = tmp_path / f"t{suffix}"
+    write_table(table, str(path))
+    back = pq.read_table(path) if suffix == ".parquet" else feather.read_table(path)
+    assert back.column_names == table.column_names
+    assert back.column("region").to_pylist() == [1, 2**63 + 5, 7]
+    assert table_provenance(back)["command"] == "demo"
+
+
+def test_csv_and_jsonl_rows(table, tmp_path):
+    write_table(table, str(tmp_path / "t.csv"))
+    rows = list(csv.DictReader(open(tmp_path / "t.csv")))
+    assert [r["checkpoint"] for r in rows] == ["a", "a", "a"] and float(rows[0]["value"]) == 1.5
+    write_table(table, str(tmp_path / "t.jsonl"))
+    lines = [json.loads(s) for s in open(tmp_path / "t.jsonl")]
+    assert lines[1]["value"] is None  # inf is not JSON: null
+    assert lines[1]["region"] == 2**63 + 5
+
+
+def test_json_document_carries_provenance(table, tmp_path):
+    write_table(table, str(tmp_path / "t.json"))
+    doc = json.load(open(tmp_path / "t.json"))
+    assert doc["tsens"]["command"] == "demo" and len(doc["rows"]) == 3
+
+
+def test_stdout_is_an_arrow_stream(table, monkeypatch):
+    buffer = io.BytesIO()
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(buffer))
+    write_table(table, "-")
+    back = ipc.open_stream(buffer.getvalue()).read_all()
+    assert back.num_rows == 3 and table_provenance(back)["command"] == "demo"
+
+
+def test_refuses_to_overwrite_unless_forced(table, tmp_path):
+    path = tmp_path / "t.parquet"
+    path.write_text("precious")
+    with pytest.raises(TsensError, match="exists; pass --force"):
+        write_table(table, str(path))
+    assert path.read_text() == "precious"
+    write_table(table, str(path), force=True)
+    assert pq.read_table(path).num_rows == 3
+
+
+def test_unknown_suffix_and_format(tmp_path):
+    with pytest.raises(TsensError, match="unknown suffix '.xlsx'"):
+        output_format(str(tmp_path / "t.xlsx"))
+    with pytest.raises(TsensError, match="--format"):
+        output_format("t.csv", "xml")
+    assert output_format("-") == "arrow" and output_format("t.csv", "json") == "json"

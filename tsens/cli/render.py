@@ -1,0 +1,83 @@
+"""Human output: rich tables and progress on stderr (stdout is kept for data)."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+console = Console(stderr=True, highlight=False)
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """Compact number formatting for summaries."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def show_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "") -> None:
+    """A rich table on stderr."""
+    table = Table(title=title, caption=caption or None, title_justify="left", caption_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    for row in rows:
+        table.add_row(*(fmt(v) for v in row))
+    console.print(table)
+
+
+def show_mapping(title: str, values: Mapping[str, Any]) -> None:
+    """Key/value pairs as a two-column table."""
+    show_table(title, ["", "value"], list(values.items()))
+
+
+def note(message: str) -> None:
+    console.print(Text(message))
+
+
+def error(prefix: str, message: str) -> None:
+    """A red prefix and the message verbatim (no markup parsing of user text)."""
+    console.print(Text.assemble((prefix, "bold red"), message))
+
+
+def warn(message: str) -> None:
+    console.print(Text.assemble(("warning: ", "yellow"), message))
+
+
+def progress_enabled(quiet: bool) -> bool:
+    """Progress bars only on an interactive terminal, never in CI logs."""
+    return not quiet and sys.stderr.isatty() and not os.environ.get("CI")
+
+
+@contextmanager
+def progress_bar(description: str, total: int, enabled: bool) -> Iterator[Any]:
+    """A callback that advances a rich progress bar by n samples (a no-op when disabled)."""
+    if not enabled:
+        yield None
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda n: bar.advance(task, n)
