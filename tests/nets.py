@@ -91,7 +91,9 @@ def autograd_tangent_sqnorm(network: Network, x: torch.Tensor, reading: str) -> 
             values.append(t.square().sum())
         else:
             n = network.output_dim
-            values.append(sum(jacrev(lambda u, c=c: param_grad_flat(u, c))(v).square().sum() for c in range(n)))
+            values.append(
+                sum(jacrev(lambda u, c=c: param_grad_flat(u, c))(v).square().sum() for c in range(n))
+            )
     return torch.stack(values).detach()
 
 

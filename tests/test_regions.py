@@ -43,8 +43,11 @@ def trace_of(network, x):
 def reference_codes(network, x) -> torch.Tensor:
     """Piece index from the torch module's own pre-activations: breakpoints counted by hand."""
     bps = {
-        "relu": [0.0], "leaky_relu": [0.0], "relu6": [0.0, 6.0],
-        "hardtanh": [-1.0, 1.0], "hardsigmoid": [-3.0, 3.0],
+        "relu": [0.0],
+        "leaky_relu": [0.0],
+        "relu6": [0.0, 6.0],
+        "hardtanh": [-1.0, 1.0],
+        "hardsigmoid": [-3.0, 3.0],
     }[network.activation.name]
     zs = torch.cat(reference_preacts(network, x), 1)
     return sum((zs > b).to(torch.uint8) for b in bps)
@@ -120,7 +123,9 @@ def test_membership_and_path_score(network, temperature, seed):
     active = (reference_codes(network, x) == act.active_code).double()
     expected_ind = torch.log(1 / (1 + torch.exp(-active / temperature))).sum(1)
     assert torch.allclose(log_membership(trace, "indicator", temperature), expected_ind, rtol=1e-12)
-    counts = torch.stack([(z_codes == act.active_code).sum(1) for z_codes in _split(reference_codes(network, x), zs)], 1)
+    counts = torch.stack(
+        [(z_codes == act.active_code).sum(1) for z_codes in _split(reference_codes(network, x), zs)], 1
+    )
     assert torch.equal(active_counts(trace), counts)
     assert torch.allclose(path_scores(trace, got), torch.log(counts.double()).sum(1) + got)
 

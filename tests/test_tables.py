@@ -21,7 +21,9 @@ from tsens.tables import make_table, output_format, provenance, table_provenance
 
 @pytest.fixture
 def table():
-    meta = provenance("demo", [{"path": "a.safetensors", "sha256": "ab" * 32}], {"data": "digits"}, {"seed": 3})
+    meta = provenance(
+        "demo", [{"path": "a.safetensors", "sha256": "ab" * 32}], {"data": "digits"}, {"seed": 3}
+    )
     return make_table(
         {
             "checkpoint": ["a", "a", "a"],
@@ -52,17 +54,17 @@ def test_arrow_formats_round_trip_with_metadata(table, tmp_path, suffix):
 
 def test_csv_and_jsonl_rows(table, tmp_path):
     write_table(table, str(tmp_path / "t.csv"))
-    rows = list(csv.DictReader(open(tmp_path / "t.csv")))
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "t.csv").read_text())))
     assert [r["checkpoint"] for r in rows] == ["a", "a", "a"] and float(rows[0]["value"]) == 1.5
     write_table(table, str(tmp_path / "t.jsonl"))
-    lines = [json.loads(s) for s in open(tmp_path / "t.jsonl")]
+    lines = [json.loads(s) for s in (tmp_path / "t.jsonl").read_text().splitlines()]
     assert lines[1]["value"] is None  # inf is not JSON: null
     assert lines[1]["region"] == 2**63 + 5
 
 
 def test_json_document_carries_provenance(table, tmp_path):
     write_table(table, str(tmp_path / "t.json"))
-    doc = json.load(open(tmp_path / "t.json"))
+    doc = json.loads((tmp_path / "t.json").read_text())
     assert doc["tsens"]["command"] == "demo" and len(doc["rows"]) == 3
 
 

@@ -34,12 +34,14 @@ def fmt(value: Any, digits: int = 4) -> str:
 
 def show_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "") -> None:
     """A rich table on stderr."""
-    table = Table(title=title, caption=caption or None, title_justify="left", caption_justify="left")
+    table = Table(title=title, title_justify="left")
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right")
     for row in rows:
         table.add_row(*(fmt(v) for v in row))
     console.print(table)
+    if caption:
+        console.print(Text(caption))
 
 
 def show_mapping(title: str, values: Mapping[str, Any]) -> None:
