@@ -185,3 +185,26 @@ def test_json_for_pipelines(files):
     result = run("activations", files["ckpt"], "--data", files["data"], "-o", "-", "--format", "json", "-q")
     doc = json.loads(result.stdout)
     assert len(doc["rows"]) == 40 and doc["tsens"]["command"] == "activations"
+
+
+def test_every_command_on_a_cifar_batch_file(tmp_path):
+    import pickle
+
+    rng = np.random.default_rng(0)
+    batch = {
+        b"batch_label": b"testing batch 1 of 1",
+        b"data": rng.integers(0, 256, (12, 3072), dtype=np.uint8),
+        b"labels": [int(v) for v in rng.integers(0, 10, 12)],
+    }
+    data = tmp_path / "test_batch"
+    data.write_bytes(pickle.dumps(batch))
+    ckpt = tmp_path / "cifar.safetensors"
+    save_checkpoint(ckpt, widths=(3072, 16, 8, 10), metadata={"tsens.preprocess": '{"normalize": "cifar10"}'})
+    for command in ("jacobian", "activations", "regions"):
+        t = read_stream(run(command, ckpt, "--data", data, "-o", "-", "-q"))
+        assert t.num_rows == 12
+        assert table_provenance(t)["command"] == command
+    plain = tmp_path / "plain.safetensors"
+    save_checkpoint(plain, widths=(3072, 16, 8, 10))
+    result = run("jacobian", plain, "--data", data, "--crop", "24", code=2)
+    assert "1728" in result.stderr and "3072" in result.stderr

@@ -118,8 +118,12 @@ def dataset(spec: str, params: dict[str, Any]) -> Dataset:
 
 
 def dataset_for(network: Network, data: Dataset) -> Dataset:
-    """``data`` with the preprocessing this checkpoint asks for (its metadata wins)."""
-    return data.with_preprocess(resolve_preprocess(data.preprocess, network.metadata))
+    """``data`` with the preprocessing this checkpoint asks for (its metadata wins, with a
+    warning when the command line asked for something else)."""
+    chosen = resolve_preprocess(data.preprocess, network.metadata)
+    if chosen != data.preprocess and data.preprocess != Preprocess():
+        render.warn(f"{network.path}: using the checkpoint's recorded preprocessing {chosen.to_json()}")
+    return data.with_preprocess(chosen)
 
 
 def checkpoint_record(network: Network) -> dict[str, str]:
