@@ -28,11 +28,11 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	touch $@
 
 demo: $(VENV)/.installed
-	$(BIN)/tsens info $(SAMPLES)/digits-mlp-64-32/epoch=30.safetensors
+	$(BIN)/tsens info $(SAMPLES)/digits-64-32-10/epoch=80.safetensors
 	$(BIN)/tsens bound $(SAMPLES)/*/*.safetensors --data digits-test -o /tmp/tsens-demo-bounds.csv --force
-	$(BIN)/tsens jacobian $(SAMPLES)/digits-mlp-64-32/*.safetensors --data digits-test
-	$(BIN)/tsens activations $(SAMPLES)/digits-mlp-64-32/epoch=30.safetensors --data digits-test
-	$(BIN)/tsens regions $(SAMPLES)/digits-mlp-64-32/epoch=30.safetensors --data digits --test digits-test
+	$(BIN)/tsens jacobian $(SAMPLES)/digits-64-32-10/*.safetensors --data digits-test
+	$(BIN)/tsens activations $(SAMPLES)/digits-64-32-10/epoch=80.safetensors --data digits-test
+	$(BIN)/tsens regions $(SAMPLES)/digits-64-32-10/epoch=80.safetensors --data digits --test digits-test
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check tsens tests bench scripts $(SAMPLES)
