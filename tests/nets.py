@@ -98,8 +98,9 @@ def autograd_tangent_sqnorm(network: Network, x: torch.Tensor, reading: str) -> 
 
 
 def reference_preacts(network: Network, x: torch.Tensor) -> list[torch.Tensor]:
-    """Hidden pre-activations (input of each activation module) from the nn.Sequential."""
-    module = network.torch_module()
+    """Hidden pre-activations (input of each activation module) from the nn.Sequential
+    (Hardsigmoid as relu6(x + 3)/6: torch's own backward uses a float32 1/6)."""
+    module = twice_differentiable_module(network)
     out = []
     h = x
     for m in module:

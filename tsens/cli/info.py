@@ -72,7 +72,8 @@ def info(**params: Any) -> None:
                         strict=True,
                     )
                 ],
-                caption=f"sha256 {net.sha256[:16]}…",
+                caption=f"sha256 {net.sha256}",
+                text_columns=3,
             )
             if net.metadata:
                 render.show_mapping("metadata", net.metadata)

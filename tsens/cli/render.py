@@ -32,11 +32,13 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def show_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "") -> None:
-    """A rich table on stderr."""
+def show_table(
+    title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "", text_columns: int = 1
+) -> None:
+    """A rich table on stderr: the first ``text_columns`` left-aligned, numbers right-aligned."""
     table = Table(title=title, title_justify="left")
     for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i == 0 else "right")
+        table.add_column(name, justify="left" if i < text_columns else "right")
     for row in rows:
         table.add_row(*(fmt(v) for v in row))
     console.print(table)
@@ -46,7 +48,7 @@ def show_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]],
 
 def show_mapping(title: str, values: Mapping[str, Any]) -> None:
     """Key/value pairs as a two-column table."""
-    show_table(title, ["", "value"], list(values.items()))
+    show_table(title, ["key", "value"], sorted(values.items()), text_columns=2)
 
 
 def note(message: str) -> None:

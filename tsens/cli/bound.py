@@ -1,0 +1,173 @@
+"""``tsens bound``: data-free bounds on tangent sensitivity and the Jacobian (SPEC §2.3), and with
+data the Gaussian bounds (SPEC §2.4) beside the measured values."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+from rich import box
+from rich.table import Table
+
+from ..bounds import BOUNDS, Report, crossings, report, resolve_bound
+from ..errors import ThresholdExceeded, TsensError
+from ..tangent import READINGS
+from . import options, render
+
+Threshold = tuple[str, float]
+
+
+def _thresholds(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[Threshold]:
+    out = []
+    for value in values:
+        name, sep, number = value.partition("=")
+        try:
+            limit = float(number)
+        except ValueError:
+            limit = None
+        if not sep or not name.strip() or limit is None:
+            raise click.BadParameter(f"{value!r}: expected BOUND=LOG10, e.g. path=12")
+        out.append((name.strip(), limit))
+    return out
+
+
+def _resolve(thresholds: list[Threshold], with_data: bool, option: str) -> list[Threshold]:
+    try:
+        return [(resolve_bound(name, with_data), limit) for name, limit in thresholds]
+    except TsensError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+@click.command()
+@options.checkpoint_options
+@click.option(
+    "--data",
+    "data_spec",
+    default=None,
+    help="Data set for the active-count fit (gauss, gauss-paper) and the measured ‖T‖, ‖J‖.",
+)
+@options.data_options
+@click.option(
+    "--per-layer", is_flag=True, help="One row per Linear layer: weight norms and each bound's layer term."
+)
+@click.option(
+    "--tangent",
+    "reading",
+    type=click.Choice(READINGS),
+    default="sum",
+    show_default=True,
+    help="Bound ‖T‖ of the summed logits (sum = sqrt(n) × the all bound) or of every logit (all).",
+)
+@click.option(
+    "--fail-above",
+    multiple=True,
+    callback=_thresholds,
+    metavar="BOUND=LOG10",
+    help="Exit 1 if a checkpoint's log10 BOUND is above LOG10 (repeatable; names below).",
+)
+@click.option(
+    "--fail-below",
+    multiple=True,
+    callback=_thresholds,
+    metavar="BOUND=LOG10",
+    help="Exit 1 if a checkpoint's log10 BOUND is below LOG10 (repeatable).",
+)
+@options.compute_options
+@options.output_options
+def bound(data_spec: str | None, **params: Any) -> None:
+    """Upper bounds on tangent sensitivity ‖T(x)‖_F and on ‖J_logit(x)‖_F, in log10, one row
+    per checkpoint ([T] Thm 3.1–3.2, SPEC §2.3–2.4).
+
+    Data-free: paper (eq. 1, explicit constants), path (sums over paths of |weights|) and
+    spectral (norm products), and the tightest of each; the weight norms they read (raw and
+    BatchNorm-folded) and log10 w = Σ log10 max|W_l|. With --data also the Gaussian fit
+    (active_mean, active_std) of the total active count, the gauss and gauss-paper bounds
+    and the measured mean and max of ‖T‖ and ‖J_logit‖.
+
+    \b
+    BOUND names for --fail-above/--fail-below: any log10_ column, with or
+    without the log10_ or log10_tangent_ prefix, '-' = '_': paper, path,
+    spectral, jacobian_paper, jacobian_path, jacobian_spectral, w; with --data
+    also gauss, gauss_paper, tangent_measured_mean, tangent_measured_max,
+    jacobian_measured_mean, jacobian_measured_max. Example: --fail-above path=12.
+    """
+    with_data = data_spec is not None
+    above = _resolve(params["fail_above"], with_data, "--fail-above")
+    below = _resolve(params["fail_below"], with_data, "--fail-below")
+    nets = options.networks(params["checkpoints"], params["activation"], params["layers"])
+    data = options.dataset(data_spec, params) if data_spec is not None else None
+    compute = options.compute(params) if with_data else None
+    reports = []
+    for net in nets:
+        ds = options.dataset_for(net, data) if data is not None else None
+        with options.progress_for(params, net.path, len(ds) if ds is not None else 0) as progress:
+            reports.append(
+                report(net, reading=params["reading"], dataset=ds, compute=compute, progress=progress)
+            )
+    rows = [rep.row() for rep in reports]
+    tables = []
+    for rep, row in zip(reports, rows, strict=True):
+        cols = rep.layer_rows() if params["per_layer"] else {k: [v] for k, v in row.items()}
+        cols.pop("checkpoint")
+        tables.append(options.per_checkpoint_table(rep.network, cols))
+    if not params["quiet"]:
+        _summary(reports, rows, params["reading"], with_data)
+    options.emit("bound", tables, nets, {"data": data_spec}, {**params, "data": data_spec})
+    crossed = [msg for row in rows for msg in crossings(row, above, below)]
+    if crossed:
+        raise ThresholdExceeded("; ".join(crossed))
+
+
+def _labels(paths: list[str]) -> tuple[str, list[str]]:
+    """The directory all checkpoints share ("" if none), and each path relative to it."""
+    try:
+        common = os.path.commonpath([os.path.dirname(p) for p in paths])
+    except ValueError:  # absolute and relative paths mixed
+        common = ""
+    return common, [os.path.relpath(p, common) if common else p for p in paths]
+
+
+def _summary(reports: list[Report], rows: list[dict[str, Any]], reading: str, with_data: bool) -> None:
+    """One compact table (fits 80 columns with data): log10 tangent bounds, the tightest, the
+    tightest Jacobian bound, and with data the Gaussian bounds, the measured max ‖T‖ and the gap."""
+    common, labels = _labels([rep.network.path for rep in reports])
+    table = Table(
+        title=f"tsens bound: {common}/" if common else "tsens bound",
+        box=box.SIMPLE_HEAD,
+        padding=0,
+        show_edge=False,
+        title_justify="left",
+        caption_justify="left",
+    )
+    table.add_column("checkpoint", overflow="fold", min_width=14)
+    header = [*BOUNDS, "tightest", "J"]
+    if with_data:
+        header += ["gauss", "g-paper", "max", "gap"]
+    for name in header:
+        table.add_column(name, justify="right", no_wrap=True)
+    for rep, r, label in zip(reports, rows, labels, strict=True):
+        b = rep.bounds
+        cells = [*(f"{b.tangent[k]:.2f}" for k in BOUNDS), b.tightest_tangent]
+        cells.append(f"{b.jacobian[b.tightest_jacobian]:.2f}")
+        if with_data:
+            t_max = r["log10_tangent_measured_max"]
+            cells += [
+                f"{r['log10_tangent_gauss']:.2f}",
+                f"{r['log10_tangent_gauss_paper']:.2f}",
+                f"{t_max:.2f}",
+                f"{b.tangent[b.tightest_tangent] - t_max:.2f}",
+            ]
+        table.add_row(f"{label} ({r['architecture']})", *cells)
+    table.caption = (
+        f"log10 bounds on ‖T(x)‖_F ({reading} reading) over all inputs; J = the tightest bound on "
+        "‖J_logit(x)‖_F (all in the table)."
+    )
+    if with_data:
+        table.caption += (
+            " max = the largest ‖T(x)‖_F measured on the data; gap = tightest − max, in decades. "
+            "gauss, g-paper (SPEC §2.4) hold in expectation under the Gaussian fit of the active count."
+        )
+    else:
+        table.caption += " gauss, gauss-paper and measured values need --data."
+    render.console.print(table)
