@@ -29,7 +29,8 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/tsens info $(SAMPLES)/digits-64-32-10/epoch=80.safetensors
-	$(BIN)/tsens bound $(SAMPLES)/*/*.safetensors --data digits-test -o /tmp/tsens-demo-bounds.csv --force
+	$(BIN)/tsens bound $(SAMPLES)/*/*.safetensors $(SAMPLES)/*/*.pt
+	$(BIN)/tsens bound $(SAMPLES)/digits-*/epoch=80.safetensors --data digits-test
 	$(BIN)/tsens jacobian $(SAMPLES)/digits-64-32-10/*.safetensors --data digits-test
 	$(BIN)/tsens activations $(SAMPLES)/digits-64-32-10/epoch=80.safetensors --data digits-test
 	$(BIN)/tsens regions $(SAMPLES)/digits-64-32-10/epoch=80.safetensors --data digits --test digits-test

@@ -11,7 +11,6 @@ import math
 
 import numpy as np
 import torch
-from scipy import stats
 
 from .trace import Trace
 
@@ -42,6 +41,8 @@ def count_statistics(counts: np.ndarray) -> dict[str, float]:
     The p-value is D'Agostino–Pearson's (``scipy.stats.normaltest``), NaN below 20 samples or
     when the counts are constant.
     """
+    from scipy import stats  # deferred: importing scipy.stats costs ~1 s of every CLI start
+
     x = np.asarray(counts, dtype=np.float64)
     out = {"mean": float(x.mean()), "variance": float(x.var(ddof=1)) if len(x) > 1 else 0.0}
     constant = len(x) < 2 or np.all(x == x[0])

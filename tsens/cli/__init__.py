@@ -16,6 +16,7 @@ from .. import __version__
 from ..errors import ThresholdExceeded, TsensError
 from . import render
 from .activations import activations
+from .bound import bound
 from .datasets import datasets
 from .info import info
 from .jacobian import jacobian
@@ -54,5 +55,5 @@ def main(debug: bool) -> None:
     stderr."""
 
 
-for _command in (info, datasets, jacobian, activations, regions):
+for _command in (info, datasets, bound, jacobian, activations, regions):
     main.add_command(_command)

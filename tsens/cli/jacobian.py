@@ -6,7 +6,6 @@ from typing import Any
 
 import click
 import numpy as np
-from scipy import stats
 
 from ..errors import TsensError
 from ..sweep import sensitivity_per_sample
@@ -88,6 +87,8 @@ def jacobian(data_spec: str, **params: Any) -> None:
 
 
 def _summary(path: str, arch: str, cols: dict[str, np.ndarray], n: int) -> None:
+    from scipy import stats  # deferred: scipy.stats is slow to import
+
     names = [k for k in ("jac_prob_fro", "jac_logit_fro", "tangent_fro", "tangent_fro_estimate") if k in cols]
     caption = ""
     if "loss" in cols:

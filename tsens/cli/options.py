@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -10,9 +12,10 @@ import pyarrow as pa
 
 from ..checkpoint import load_network
 from ..datasets import Dataset, Preprocess, load_dataset, resolve_preprocess
+from ..errors import TsensError
 from ..network import Network
 from ..sweep import Compute
-from ..tables import FORMATS, concat_tables, make_table, provenance, write_table
+from ..tables import FORMATS, concat_tables, make_table, output_format, provenance, write_table
 from . import render
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -78,7 +81,24 @@ compute_options = _stack(
     ),
 )
 
+
+def _check_output_first(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Refuse an existing ``-o`` file before any work is done (not after it)."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **params: Any) -> Any:
+        out = params.get("output")
+        if out and out != "-":
+            output_format(out, params.get("fmt"))
+            if Path(out).exists() and not params.get("force"):
+                raise TsensError(f"output {out!r} exists; pass --force to overwrite it")
+        return f(*args, **params)
+
+    return wrapper
+
+
 output_options = _stack(
+    _check_output_first,
     click.option(
         "-o",
         "--output",
