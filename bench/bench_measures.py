@@ -15,11 +15,13 @@ Usage: python bench/bench_measures.py [--quick]
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.func import functional_call, jacrev, jvp, vmap
 
@@ -148,6 +150,77 @@ def tangent_vs_autograd(n: int) -> None:
     line("tsens closed form", t_ours, n, t_auto, "autograd")
 
 
+TORCH_FUNC_SCRIPT = """
+import sys, numpy as np, torch
+from safetensors.torch import load_file
+from torch.func import jacrev, vmap
+torch.set_num_threads(2)
+state = load_file(sys.argv[1])
+n_lin = len([k for k in state if k.endswith("weight")])
+layers = []
+for i in range(n_lin):
+    w = state[f"{2 * i}.weight"]
+    lin = torch.nn.Linear(w.shape[1], w.shape[0])
+    lin.load_state_dict({"weight": w, "bias": state[f"{2 * i}.bias"]})
+    layers += [lin, torch.nn.ReLU()] if i < n_lin - 1 else [lin]
+model = torch.nn.Sequential(*layers).eval()
+x = np.load(sys.argv[2], mmap_mode="r")
+norms = []
+for s in range(0, len(x), 500):
+    xb = torch.from_numpy(np.asarray(x[s : s + 500], dtype=np.float32) / 255)
+    j = vmap(jacrev(lambda v: model(v[None])[0]))(xb)
+    p = torch.softmax(model(xb), 1)
+    jp = (torch.diag_embed(p) - p[:, :, None] * p[:, None, :]) @ j
+    norms.append(torch.stack([j.flatten(1).norm(dim=1), jp.flatten(1).norm(dim=1)], 1).detach())
+print(torch.cat(norms).shape)
+"""
+
+
+def whole_process(n: int) -> None:
+    """`tsens jacobian` (both measures, whole process, table written) vs a torch.func script
+    that computes the Jacobian norms alone, on n CIFAR-size inputs."""
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    widths = (3072, 100, 100, 100, 100, 10)
+    net, _, module = mlp(widths)
+    print(f"\nwhole process, {'-'.join(map(str, widths))}, {n:,} CIFAR-size uint8 inputs")
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpt, data, script = Path(tmp, "net.safetensors"), Path(tmp, "x.npy"), Path(tmp, "baseline.py")
+        save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(ckpt))
+        rng = np.random.default_rng(0)
+        np.save(data, rng.integers(0, 256, (n, 3072), dtype=np.uint8))
+        script.write_text(TORCH_FUNC_SCRIPT)
+        tsens_cmd = [
+            sys.executable,
+            "-m",
+            "tsens",
+            "jacobian",
+            str(ckpt),
+            "--data",
+            str(data),
+            "-o",
+            str(Path(tmp, "out.parquet")),
+            "-q",
+            "--batch-size",
+            "1000",
+        ]
+        env = {**os.environ, "OMP_NUM_THREADS": "2"}
+        t_tsens = _timed(tsens_cmd, env)
+        t_func = _timed([sys.executable, str(script), str(ckpt), str(data)], env)
+    line("torch.func script, Jacobian norms only", t_func, n)
+    line("tsens jacobian, both measures, table written", t_tsens, n, t_func, "torch.func script")
+
+
+def _timed(cmd: list[str], env: dict[str, str]) -> float:
+    import subprocess
+
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer inputs (a smoke run)")
@@ -157,6 +230,7 @@ def main() -> None:
     jacobian_section(100, n, 1000)
     jacobian_section(1000, n // 5, 500)
     tangent_vs_autograd(5 if args.quick else 20)
+    whole_process(5_000 if args.quick else 50_000)
 
 
 if __name__ == "__main__":

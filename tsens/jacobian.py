@@ -5,9 +5,9 @@
 so the Gram matrix ``H = J Jᵀ = J̃ J̃ᵀ`` costs nothing of size d per sample. From H:
 
 * ``||J_logit||_F² = tr H``;
-* ``||J_prob||_F² = tr(P H P)`` with ``P = diag(s) − s sᵀ``, s = softmax(f(x)) (P symmetric,
-  so this is ``Σ (P²) ⊙ H``);
-* ``||J_y||_2² = H_yy`` for the true class y.
+* ``||J_prob||_F² = tr(P H P)`` with ``P = diag(s) − s sᵀ``, s = softmax(f(x)), since
+  ``J_prob = P J_logit``;
+* ``||J_y||_2² = (P H P)_yy``, the true class's row of J_prob ([N] App. A.3).
 """
 
 from __future__ import annotations
@@ -40,12 +40,13 @@ def jacobian_norms(trace: Trace, labels: torch.Tensor | None = None) -> dict[str
     h = jacobian_gram(trace)
     s = torch.softmax(trace.logits, dim=1)
     p = torch.diag_embed(s) - s[:, :, None] * s[:, None, :]
+    h_prob = p @ h @ p
     out = {
-        "jac_prob_fro": ((p @ p) * h).sum((1, 2)).clamp_min(0).sqrt(),
+        "jac_prob_fro": h_prob.diagonal(dim1=1, dim2=2).sum(1).clamp_min(0).sqrt(),
         "jac_logit_fro": h.diagonal(dim1=1, dim2=2).sum(1).clamp_min(0).sqrt(),
     }
     if labels is not None:
-        out["jac_true_class"] = h[torch.arange(len(labels)), labels, labels].clamp_min(0).sqrt()
+        out["jac_true_class"] = h_prob[torch.arange(len(labels)), labels, labels].clamp_min(0).sqrt()
     return out
 
 

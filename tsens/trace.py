@@ -56,12 +56,6 @@ class Tracer:
         u, s, _ = torch.linalg.svd(w, full_matrices=False)
         return (u * s).to(self.dtype)
 
-    @cached_property
-    def first_layer_gram(self) -> torch.Tensor:
-        """``C = W_1 W_1ᵀ`` of the raw first-layer weight (h_1 × h_1), computed in float64."""
-        w = self.weights[0].to(torch.float64)
-        return (w @ w.T).to(self.dtype)
-
     def __call__(self, x: torch.Tensor) -> Trace:
         """Trace a batch ``x`` (B × d, on this tracer's device and dtype)."""
         preacts, codes, slopes = [], [], []
@@ -159,42 +153,12 @@ class Trace:
             pieces: list[list[torch.Tensor]] = [[] for _ in range(layers - 1)]
             for start in range(0, self.batch_size, block):
                 rows = slice(start, min(start + block, self.batch_size))
-                slopes = self.effective_slopes(1)[rows]
-                e = _active_factor(tr.first_layer_gram, slopes, r) if probes is None else None
-                if e is None:
-                    e = factor_t * slopes[:, None, :]
+                e = factor_t
                 for l in range(2, layers + 1):
-                    if l > 2:
-                        e = e * self.effective_slopes(l - 1)[rows, None, :]
-                    e = (e.reshape(-1, e.shape[2]) @ tr.transposed_weights[l - 1]).view(
-                        len(slopes), e.shape[1], -1
-                    )
-                    pieces[l - 2].append(torch.linalg.vector_norm(e, dim=1).square_())
+                    e = e * self.effective_slopes(l - 1)[rows, None, :]
+                    e = (e.reshape(-1, e.shape[2]) @ tr.transposed_weights[l - 1]).view(e.shape[0], r, -1)
+                    pieces[l - 2].append((e * e).sum(1))
             result += [torch.cat(p) for p in pieces]
         if probes is None:
             self._exact_input_sqnorms = result
         return result
-
-
-def _active_factor(gram: torch.Tensor, slopes: torch.Tensor, r: int) -> torch.Tensor | None:
-    """A narrower exact start for the E recursion: per sample ``Rᵀ`` (b × k × h_1) with
-    ``R Rᵀ = diag(σ) C diag(σ)``, σ the effective first-layer slopes and k the most units with
-    σ ≠ 0 in the block (Cholesky of the Gram matrix restricted to those units). It replaces
-    ``(U S)ᵀ diag(σ)`` (r columns) whenever k < r, i.e. whenever units are off. None when it
-    would not be narrower or the restricted Gram matrix is numerically singular.
-    """
-    on = slopes != 0
-    k = int(on.sum(1).max())
-    if k >= r or k == 0:
-        return None
-    order = torch.sort((~on).to(torch.int8), dim=1, stable=True).indices[:, :k]  # units that are on, first
-    valid = torch.gather(on, 1, order)
-    sigma = torch.gather(slopes, 1, order) * valid
-    c = gram[order[:, :, None], order[:, None, :]] * sigma[:, :, None] * sigma[:, None, :]
-    c = c + torch.diag_embed((~valid).to(c.dtype))  # identity on the padding
-    chol, info = torch.linalg.cholesky_ex(c)
-    if bool(info.any()):
-        return None
-    rt = torch.zeros(len(slopes), k, gram.shape[0], dtype=gram.dtype, device=gram.device)
-    rt.scatter_(2, order[:, None, :].expand(-1, k, -1), (chol * valid[:, :, None]).transpose(1, 2))
-    return rt

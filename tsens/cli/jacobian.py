@@ -97,7 +97,8 @@ def _summary(path: str, arch: str, cols: dict[str, np.ndarray], n: int) -> None:
             rho = stats.spearmanr(cols[name], cols["loss"]).statistic
             caption += f"; Spearman({name}, loss) = {rho:.3f}"
         if "jac_prob_eq7" in cols:
-            ratio = np.median(cols["jac_prob_fro"] / cols["jac_prob_eq7"])
+            predicted = cols["jac_prob_eq7"] > 0  # eq. 7 is 0 where the loss rounds to 0
+            ratio = np.median(cols["jac_prob_fro"][predicted] / cols["jac_prob_eq7"][predicted])
             inside = np.mean(
                 (cols["jac_true_class"] >= 0.999 * cols["jac_true_lower"])
                 & (cols["jac_true_class"] <= 1.001 * cols["jac_true_upper"])
