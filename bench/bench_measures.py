@@ -36,7 +36,8 @@ from tsens.trace import Tracer  # noqa: E402
 
 
 def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
-    """Best wall time of ``repeat`` runs (seconds)."""
+    """Best wall time of ``repeat`` runs (seconds), after one untimed warm-up run."""
+    fn()
     times = []
     for _ in range(repeat):
         t = time.perf_counter()

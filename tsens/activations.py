@@ -59,10 +59,14 @@ class Activation:
             code += z > b
         return code
 
+    def slopes_at(self, z: torch.Tensor) -> torch.Tensor:
+        """The slope φ'(z) of each unit (the slope of its piece)."""
+        if self.slopes == (0.0, 1.0):  # ReLU: the indicator of z > 0
+            return (z > 0).to(z.dtype)
+        return self.slopes_of(self.codes(z), z.dtype)
+
     def slopes_of(self, codes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """The slope φ' of each unit given its piece code."""
-        if self.slopes == (0.0, 1.0):  # ReLU: the code is the slope
-            return codes.to(dtype)
         table = torch.tensor(self.slopes, dtype=dtype, device=codes.device)
         return table[codes.long()]
 

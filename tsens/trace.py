@@ -58,17 +58,14 @@ class Tracer:
 
     def __call__(self, x: torch.Tensor) -> Trace:
         """Trace a batch ``x`` (B × d, on this tracer's device and dtype)."""
-        preacts, codes, slopes = [], [], []
+        preacts = []
         a = x
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.folded_weights, self.folded_biases, strict=True)):
             z = torch.addmm(b, a, w.T)
             if i == last:
-                return Trace(self, x, preacts, codes, slopes, z)
-            code = self.activation.codes(z)
+                return Trace(self, x, preacts, z)
             preacts.append(z)
-            codes.append(code)
-            slopes.append(self.activation.slopes_of(code, z.dtype))
             a = self.activation(z)
         raise AssertionError("unreachable: a network has at least one layer")
 
@@ -80,14 +77,22 @@ class Trace:
     tracer: Tracer
     x: torch.Tensor
     preacts: list[torch.Tensor]
-    codes: list[torch.Tensor]
-    slopes: list[torch.Tensor]
     logits: torch.Tensor
     _exact_input_sqnorms: list[torch.Tensor] | None = field(default=None, repr=False)
 
     @property
     def batch_size(self) -> int:
         return self.x.shape[0]
+
+    @cached_property
+    def codes(self) -> list[torch.Tensor]:
+        """Piece index of every hidden unit (B × h_l, uint8), from the pre-activations."""
+        return [self.tracer.activation.codes(z) for z in self.preacts]
+
+    @cached_property
+    def slopes(self) -> list[torch.Tensor]:
+        """``φ'(z_l)`` of every hidden unit (B × h_l), the diagonal of D_l."""
+        return [self.tracer.activation.slopes_at(z) for z in self.preacts]
 
     def effective_slopes(self, l: int) -> torch.Tensor:
         """φ'(z_l) times the BatchNorm scale of layer l (1-based hidden index): ∂a_l/∂u_l."""
@@ -98,30 +103,27 @@ class Trace:
     @cached_property
     def output_gradients(self) -> list[torch.Tensor]:
         """``G_l = ∂f/∂z_l`` for l = 1..L-1, each B × n × h_l (G_L = I_n is left implicit)."""
-        tr = self.tracer
-        n = tr.folded_weights[-1].shape[0]
-        g = tr.folded_weights[-1].expand(self.batch_size, n, -1)
-        grads = []
-        for l in range(len(self.slopes), 0, -1):
-            g = g * self.slopes[l - 1][:, None, :]
-            grads.append(g)
-            if l > 1:
-                g = (g.reshape(-1, g.shape[2]) @ tr.folded_weights[l - 1]).view(self.batch_size, n, -1)
-        return grads[::-1]
+        return self._backward(self.tracer.folded_weights[-1])
 
     @cached_property
     def summed_output_gradients(self) -> list[torch.Tensor]:
         """``1ᵀ G_l = ∂(Σ_c f_c)/∂z_l``, each B × h_l; reuses full G_l when already computed."""
         if "output_gradients" in self.__dict__:
             return [g.sum(1) for g in self.output_gradients]
-        tr = self.tracer
-        g = tr.folded_weights[-1].sum(0).expand(self.batch_size, -1)
-        grads = []
-        for l in range(len(self.slopes), 0, -1):
-            g = g * self.slopes[l - 1]
+        return [g[:, 0, :] for g in self._backward(self.tracer.folded_weights[-1].sum(0, keepdim=True))]
+
+    def _backward(self, top: torch.Tensor) -> list[torch.Tensor]:
+        """``top · ∂z_L/∂z_l`` for l = 1..L-1 (B × m × h_l), ``top`` m × h_{L-1}: the recursion
+        ``G_l = G_{l+1} W_{l+1} D_l`` from ``G_{L-1} = top · D_{L-1}``."""
+        if not self.slopes:
+            return []
+        weights = self.tracer.folded_weights
+        g = top * self.slopes[-1][:, None, :]
+        grads = [g]
+        for l in range(len(self.slopes) - 1, 0, -1):
+            g = (g.reshape(-1, g.shape[2]) @ weights[l]).view(self.batch_size, top.shape[0], -1)
+            g.mul_(self.slopes[l - 1][:, None, :])
             grads.append(g)
-            if l > 1:
-                g = g @ tr.folded_weights[l - 1]
         return grads[::-1]
 
     def input_sqnorms(
@@ -153,11 +155,12 @@ class Trace:
             pieces: list[list[torch.Tensor]] = [[] for _ in range(layers - 1)]
             for start in range(0, self.batch_size, block):
                 rows = slice(start, min(start + block, self.batch_size))
-                e = factor_t
+                e = factor_t * self.effective_slopes(1)[rows, None, :]
                 for l in range(2, layers + 1):
-                    e = e * self.effective_slopes(l - 1)[rows, None, :]
                     e = (e.reshape(-1, e.shape[2]) @ tr.transposed_weights[l - 1]).view(e.shape[0], r, -1)
                     pieces[l - 2].append((e * e).sum(1))
+                    if l < layers:
+                        e.mul_(self.effective_slopes(l)[rows, None, :])
             result += [torch.cat(p) for p in pieces]
         if probes is None:
             self._exact_input_sqnorms = result
