@@ -28,7 +28,7 @@ def activations(data_spec: str, **params: Any) -> None:
     gives mean, variance, skewness, excess kurtosis and a normality p-value per layer, and the
     dead (never active) and always-active units on this data.
     """
-    nets = options.networks(params["checkpoints"], params["activation"], params["layers"])
+    nets = options.networks(params)
     compute = options.compute(params)
     data = options.dataset(data_spec, params)
     tables = []

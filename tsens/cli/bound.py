@@ -12,7 +12,6 @@ from rich.table import Table
 
 from ..bounds import BOUNDS, Report, crossings, report, resolve_bound
 from ..errors import ThresholdExceeded, TsensError
-from ..tangent import READINGS
 from . import options, render
 
 Threshold = tuple[str, float]
@@ -51,13 +50,8 @@ def _resolve(thresholds: list[Threshold], with_data: bool, option: str) -> list[
 @click.option(
     "--per-layer", is_flag=True, help="One row per Linear layer: weight norms and each bound's layer term."
 )
-@click.option(
-    "--tangent",
-    "reading",
-    type=click.Choice(READINGS),
-    default="sum",
-    show_default=True,
-    help="Bound ‖T‖ of the summed logits (sum = sqrt(n) × the all bound) or of every logit (all).",
+@options.tangent_option(
+    "Bound ‖T‖ of the summed logits (sum = sqrt(n) × the all bound) or of every logit (all)."
 )
 @click.option(
     "--fail-above",
@@ -95,7 +89,7 @@ def bound(data_spec: str | None, **params: Any) -> None:
     with_data = data_spec is not None
     above = _resolve(params["fail_above"], with_data, "--fail-above")
     below = _resolve(params["fail_below"], with_data, "--fail-below")
-    nets = options.networks(params["checkpoints"], params["activation"], params["layers"])
+    nets = options.networks(params)
     data = options.dataset(data_spec, params) if data_spec is not None else None
     compute = options.compute(params) if with_data else None
     reports = []

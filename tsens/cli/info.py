@@ -19,7 +19,7 @@ def info(**params: Any) -> None:
     One row per Linear layer: shape, bias, BatchNorm, and the Frobenius, spectral and
     max-abs norms of the raw weight matrix.
     """
-    nets = options.networks(params["checkpoints"], params["activation"], params["layers"])
+    nets = options.networks(params)
     tables = []
     for net in nets:
         rows: dict[str, list[Any]] = {

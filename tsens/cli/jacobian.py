@@ -9,7 +9,6 @@ import numpy as np
 
 from ..errors import TsensError
 from ..sweep import sensitivity_per_sample
-from ..tangent import READINGS
 from . import options, render
 from .summaries import DESCRIBE_HEADER, describe
 
@@ -37,14 +36,7 @@ def _measures(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
     show_default=True,
     help="Which measures: jacobian, tangent or both.",
 )
-@click.option(
-    "--tangent",
-    "reading",
-    type=click.Choice(READINGS),
-    default="sum",
-    show_default=True,
-    help="T of the summed logits (sum) or of every logit (all).",
-)
+@options.tangent_option("T of the summed logits (sum) or of every logit (all).")
 @click.option(
     "--probes",
     type=click.IntRange(min=1),
@@ -62,7 +54,7 @@ def jacobian(data_spec: str, **params: Any) -> None:
     """
     if params["probes"] is not None and "tangent" not in params["measures"]:
         raise TsensError("--probes only applies to the tangent measure; add it to --measures")
-    nets = options.networks(params["checkpoints"], params["activation"], params["layers"])
+    nets = options.networks(params)
     compute = options.compute(params)
     data = options.dataset(data_spec, params)
     tables = []

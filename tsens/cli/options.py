@@ -16,6 +16,7 @@ from ..errors import TsensError
 from ..network import Network
 from ..sweep import Compute
 from ..tables import FORMATS, concat_tables, make_table, output_format, provenance, write_table
+from ..tangent import READINGS
 from . import render
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -117,10 +118,17 @@ output_options = _stack(
 )
 
 
-def networks(paths: Sequence[str], activation: str | None, layers: str | None) -> list[Network]:
-    """Load every checkpoint (errors name the file)."""
-    order = [p.strip() for p in layers.split(",")] if layers else None
-    return [load_network(p, activation=activation, layers=order) for p in paths]
+def networks(params: dict[str, Any]) -> list[Network]:
+    """Load every checkpoint named on the command line (errors name the file)."""
+    order = [p.strip() for p in params["layers"].split(",")] if params["layers"] else None
+    return [load_network(p, activation=params["activation"], layers=order) for p in params["checkpoints"]]
+
+
+def tangent_option(help: str) -> Decorator:
+    """``--tangent sum|all`` (stored as ``reading``): which tangent sensitivity (SPEC §2.2)."""
+    return click.option(
+        "--tangent", "reading", type=click.Choice(READINGS), default="sum", show_default=True, help=help
+    )
 
 
 def compute(params: dict[str, Any]) -> Compute:

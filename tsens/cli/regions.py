@@ -9,7 +9,6 @@ import numpy as np
 
 from ..regions import MEMBERSHIP_MODES, membership_weighted_mean, region_statistics, shared_region_share
 from ..sweep import regions_per_sample
-from ..tangent import READINGS
 from . import options, render
 from .summaries import describe
 
@@ -29,14 +28,7 @@ from .summaries import describe
     help="σ of the distance to the nearest breakpoint (preact) or of the 0/1 indicator.",
 )
 @click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
-@click.option(
-    "--tangent",
-    "reading",
-    type=click.Choice(READINGS),
-    default="sum",
-    show_default=True,
-    help="Reading of ‖T‖ used for the membership-weighted S_emp.",
-)
+@options.tangent_option("Reading of ‖T‖ used for the membership-weighted S_emp.")
 @options.compute_options
 @options.output_options
 def regions(data_spec: str, test_spec: str | None, **params: Any) -> None:
@@ -48,7 +40,7 @@ def regions(data_spec: str, test_spec: str | None, **params: Any) -> None:
     occupancy entropy (nats), S_emp, and with --test the share of test samples whose region
     holds a training sample.
     """
-    nets = options.networks(params["checkpoints"], params["activation"], params["layers"])
+    nets = options.networks(params)
     compute = options.compute(params)
     sets = {"data": options.dataset(data_spec, params)}
     if test_spec:
