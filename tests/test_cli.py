@@ -208,3 +208,32 @@ def test_every_command_on_a_cifar_batch_file(tmp_path):
     save_checkpoint(plain, widths=(3072, 16, 8, 10))
     result = run("jacobian", plain, "--data", data, "--crop", "24", code=2)
     assert "1728" in result.stderr and "3072" in result.stderr
+
+
+def test_refused_checkpoints_exit_2_naming_the_problem(tmp_path):
+    conv = tmp_path / "conv.safetensors"
+    save_file({"features.0.weight": torch.zeros(4, 3, 3, 3), "fc.weight": torch.zeros(10, 4)}, str(conv))
+    result = run("info", conv, code=2)
+    assert "features.0.weight" in result.stderr and "Traceback" not in result.output
+
+    nan = tmp_path / "nan.safetensors"
+    save_file({"0.weight": torch.full((3, 2), float("nan")), "0.bias": torch.zeros(3)}, str(nan))
+    assert "0.weight" in run("info", nan, code=2).stderr
+
+    truncated = tmp_path / "cut.safetensors"
+    save_checkpoint(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:-20])
+    assert "cut.safetensors" in run("info", truncated, code=2).stderr
+
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"0.weight": torch.zeros(2, 2)}, "payload": Evil()}, evil)
+    result = run("info", evil, code=2)
+    assert not marker.exists() and "evil.pt" in result.stderr
