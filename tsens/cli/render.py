@@ -43,7 +43,7 @@ def show_table(
         table.add_row(*(fmt(v) for v in row))
     console.print(table)
     if caption:
-        console.print(Text(caption))
+        console.print(Text(caption), soft_wrap=True)
 
 
 def show_mapping(title: str, values: Mapping[str, Any]) -> None:
@@ -52,16 +52,16 @@ def show_mapping(title: str, values: Mapping[str, Any]) -> None:
 
 
 def note(message: str) -> None:
-    console.print(Text(message))
+    console.print(Text(message), soft_wrap=True)
 
 
 def error(prefix: str, message: str) -> None:
     """A red prefix and the message verbatim (no markup parsing of user text)."""
-    console.print(Text.assemble((prefix, "bold red"), message))
+    console.print(Text.assemble((prefix, "bold red"), message), soft_wrap=True)
 
 
 def warn(message: str) -> None:
-    console.print(Text.assemble(("warning: ", "yellow"), message))
+    console.print(Text.assemble(("warning: ", "yellow"), message), soft_wrap=True)
 
 
 def progress_enabled(quiet: bool) -> bool:
