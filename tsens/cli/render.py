@@ -14,7 +14,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-console = Console(stderr=True, highlight=False)
+# Off a terminal (CI logs, pipes) rich would assume 80 columns and elide numbers; use 160.
+_WIDTH = None if sys.stderr.isatty() or "COLUMNS" in os.environ else 160
+console = Console(stderr=True, highlight=False, width=_WIDTH)
 
 
 def fmt(value: Any, digits: int = 4) -> str:
