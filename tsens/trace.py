@@ -44,7 +44,6 @@ class Tracer:
         self.folded_weights = [layer.folded_weight for layer in layers]
         self.folded_biases = [layer.folded_bias for layer in layers]
         self.transposed_weights = [w.T.contiguous() for w in self.weights]
-        self.transposed_folded_weights = [w.T.contiguous() for w in self.folded_weights]
         self.scales = [layer.scale for layer in layers]
         self.device = torch.device(device)
         self.dtype = dtype
