@@ -28,9 +28,7 @@ def activations(data_spec: str, **params: Any) -> None:
     gives mean, variance, skewness, excess kurtosis and a normality p-value per layer, and the
     dead (never active) and always-active units on this data.
     """
-    nets = options.networks(params)
-    compute = options.compute(params)
-    data = options.dataset(data_spec, params)
+    nets, data, compute = options.inputs(data_spec, params)
     tables = []
     for net in nets:
         ds = options.dataset_for(net, data)

@@ -54,9 +54,7 @@ def jacobian(data_spec: str, **params: Any) -> None:
     """
     if params["probes"] is not None and "tangent" not in params["measures"]:
         raise TsensError("--probes only applies to the tangent measure; add it to --measures")
-    nets = options.networks(params)
-    compute = options.compute(params)
-    data = options.dataset(data_spec, params)
+    nets, data, compute = options.inputs(data_spec, params)
     tables = []
     for net in nets:
         ds = options.dataset_for(net, data)

@@ -131,6 +131,11 @@ def tangent_option(help: str) -> Decorator:
     )
 
 
+def inputs(data_spec: str, params: dict[str, Any]) -> tuple[list[Network], Dataset, Compute]:
+    """The checkpoints, the data set and the compute settings of a per-sample command."""
+    return networks(params), dataset(data_spec, params), compute(params)
+
+
 def compute(params: dict[str, Any]) -> Compute:
     c = Compute(params["device"], params["dtype"], params["batch_size"], params["seed"])
     c.torch_device  # noqa: B018  (validates the device before any work)
