@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .activity import active_counts, piece_counts, unit_piece_totals
-from .datasets import Dataset
+from .datasets import Dataset, Preprocess, resolve_preprocess
 from .errors import TsensError
 from .jacobian import jacobian_norms, loss_relation
 from .network import Network
@@ -60,10 +60,23 @@ class Compute:
 Progress = Callable[[int], None]
 
 
+def prepared_for(network: Network, dataset: Dataset) -> Dataset:
+    """``dataset`` with the preprocessing recorded in the checkpoint's ``tsens.preprocess``
+    metadata, which wins over the dataset's own (with a warning when that was not the default)."""
+    chosen = resolve_preprocess(dataset.preprocess, network.metadata)
+    if chosen != dataset.preprocess and dataset.preprocess != Preprocess():
+        warnings.warn(
+            f"{network.path}: using the checkpoint's recorded preprocessing {chosen.to_json()}", stacklevel=3
+        )
+    return dataset.with_preprocess(chosen)
+
+
 def traced_batches(
     network: Network, dataset: Dataset, compute: Compute, progress: Progress | None = None
 ) -> Iterator[tuple[Trace, torch.Tensor | None]]:
-    """One :class:`Trace` per batch of ``dataset`` (and the batch's labels, if any)."""
+    """One :class:`Trace` per batch of ``dataset`` (and the batch's labels, if any), with the
+    preprocessing the checkpoint records (:func:`prepared_for`)."""
+    dataset = prepared_for(network, dataset)
     dataset.check_input_dim(network.input_dim, f"checkpoint {network.path or 'network'}")
     if dataset.y is not None and network.output_dim < (dataset.num_classes or 0):
         raise TsensError(

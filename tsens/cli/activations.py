@@ -31,17 +31,16 @@ def activations(data_spec: str, **params: Any) -> None:
     nets, data, compute = options.inputs(data_spec, params)
     tables = []
     for net in nets:
-        ds = options.dataset_for(net, data)
-        with options.progress_for(params, net.path, len(ds)) as progress:
-            cols, totals = activations_per_sample(net, ds, compute=compute, progress=progress)
+        with options.progress_for(params, net.path, len(data)) as progress:
+            cols, totals = activations_per_sample(net, data, compute=compute, progress=progress)
         active = net.activation.active_code
         if params["per_unit"]:
-            units = _unit_columns(totals, len(ds), active)
+            units = _unit_columns(totals, len(data), active)
             tables.append(options.per_checkpoint_table(net, units))
         else:
-            tables.append(options.per_checkpoint_table(net, cols, {"sample": np.arange(len(ds))}))
+            tables.append(options.per_checkpoint_table(net, cols, {"sample": np.arange(len(data))}))
         if not params["quiet"]:
-            _summary(net.path, net.describe(), cols, totals, len(ds), active)
+            _summary(net.path, net.describe(), cols, totals, len(data), active)
     options.emit("activations", tables, nets, {"data": data_spec}, {**params, "data": data_spec})
 
 

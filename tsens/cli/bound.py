@@ -94,10 +94,9 @@ def bound(data_spec: str | None, **params: Any) -> None:
     compute = options.compute(params) if with_data else None
     reports = []
     for net in nets:
-        ds = options.dataset_for(net, data) if data is not None else None
-        with options.progress_for(params, net.path, len(ds) if ds is not None else 0) as progress:
+        with options.progress_for(params, net.path, len(data) if data is not None else 0) as progress:
             reports.append(
-                report(net, reading=params["reading"], dataset=ds, compute=compute, progress=progress)
+                report(net, reading=params["reading"], dataset=data, compute=compute, progress=progress)
             )
     rows = [rep.row() for rep in reports]
     tables = []

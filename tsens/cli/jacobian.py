@@ -57,11 +57,10 @@ def jacobian(data_spec: str, **params: Any) -> None:
     nets, data, compute = options.inputs(data_spec, params)
     tables = []
     for net in nets:
-        ds = options.dataset_for(net, data)
-        with options.progress_for(params, net.path, len(ds)) as progress:
+        with options.progress_for(params, net.path, len(data)) as progress:
             cols = sensitivity_per_sample(
                 net,
-                ds,
+                data,
                 jacobian="jacobian" in params["measures"],
                 tangent=params["reading"] if "tangent" in params["measures"] else None,
                 probes=params["probes"],
@@ -70,9 +69,9 @@ def jacobian(data_spec: str, **params: Any) -> None:
             )
         if params["probes"] is not None:
             cols["tangent_fro_estimate"] = cols.pop("tangent_fro")
-        tables.append(options.per_checkpoint_table(net, cols, {"sample": np.arange(len(ds))}))
+        tables.append(options.per_checkpoint_table(net, cols, {"sample": np.arange(len(data))}))
         if not params["quiet"]:
-            _summary(net.path, net.describe(), cols, len(ds))
+            _summary(net.path, net.describe(), cols, len(data))
     options.emit("jacobian", tables, nets, {"data": data_spec}, {**params, "data": data_spec})
 
 

@@ -11,7 +11,7 @@ import click
 import pyarrow as pa
 
 from ..checkpoint import load_network
-from ..datasets import Dataset, Preprocess, load_dataset, resolve_preprocess
+from ..datasets import Dataset, Preprocess, load_dataset
 from ..errors import TsensError
 from ..network import Network
 from ..sweep import Compute
@@ -148,15 +148,6 @@ def dataset(spec: str, params: dict[str, Any]) -> Dataset:
     return load_dataset(
         spec, data_root=params["data_root"], preprocess=pre, limit=params["limit"], seed=params["seed"]
     )
-
-
-def dataset_for(network: Network, data: Dataset) -> Dataset:
-    """``data`` with the preprocessing this checkpoint asks for (its metadata wins, with a
-    warning when the command line asked for something else)."""
-    chosen = resolve_preprocess(data.preprocess, network.metadata)
-    if chosen != data.preprocess and data.preprocess != Preprocess():
-        render.warn(f"{network.path}: using the checkpoint's recorded preprocessing {chosen.to_json()}")
-    return data.with_preprocess(chosen)
 
 
 def checkpoint_record(network: Network) -> dict[str, str]:

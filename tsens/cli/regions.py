@@ -49,18 +49,17 @@ def regions(data_spec: str, test_spec: str | None, **params: Any) -> None:
     for net in nets:
         results = {}
         for name, data in sets.items():
-            ds = options.dataset_for(net, data)
-            with options.progress_for(params, f"{net.path} ({name})", len(ds)) as progress:
+            with options.progress_for(params, f"{net.path} ({name})", len(data)) as progress:
                 results[name] = regions_per_sample(
                     net,
-                    ds,
+                    data,
                     membership=params["membership"],
                     temperature=params["temperature"],
                     tangent=params["reading"],
                     compute=compute,
                     progress=progress,
                 )
-            n = len(ds)
+            n = len(data)
             tables.append(
                 options.per_checkpoint_table(net, results[name], {"set": [name] * n, "sample": np.arange(n)})
             )
