@@ -46,7 +46,9 @@ def jacobian_norms(trace: Trace, labels: torch.Tensor | None = None) -> dict[str
         "jac_logit_fro": h.diagonal(dim1=1, dim2=2).sum(1).clamp_min(0).sqrt(),
     }
     if labels is not None:
-        out["jac_true_class"] = h_prob[torch.arange(len(labels)), labels, labels].clamp_min(0).sqrt()
+        out["jac_true_class"] = (
+            h_prob[torch.arange(len(labels), device=labels.device), labels, labels].clamp_min(0).sqrt()
+        )
     return out
 
 
