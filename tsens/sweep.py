@@ -92,7 +92,7 @@ def traced_batches(
 
 
 def gather(chunks: list[dict[str, torch.Tensor | np.ndarray]]) -> dict[str, np.ndarray]:
-    """Concatenate per-batch columns into NumPy arrays, warning about float overflow."""
+    """Concatenate per-batch columns (tensors or arrays) into NumPy arrays."""
     if not chunks:
         return {}
     out = {}
