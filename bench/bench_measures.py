@@ -28,7 +28,7 @@ from torch.func import functional_call, jacrev, jvp, vmap
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from nets import random_network  # noqa: E402
 
-from tsens.activity import active_counts  # noqa: E402
+from tsens.active_units import active_counts  # noqa: E402
 from tsens.jacobian import jacobian_norms  # noqa: E402
 from tsens.regions import boundary_distance, log_membership, path_scores, region_ids  # noqa: E402
 from tsens.tangent import tangent_norms  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, jacrev
 
-from tsens.activations import parse_activation
+from tsens.piecewise import parse_activation
 from tsens.network import BatchNorm, Layer, Network
 
 ACTIVATIONS = ("relu", "leaky_relu:0.1", "relu6", "hardtanh", "hardsigmoid")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .activations import Activation, parse_activation  # noqa: E402
+from .piecewise import Activation, parse_activation  # noqa: E402
 from .checkpoint import load_network  # noqa: E402
 from .datasets import Dataset, Preprocess, load_dataset  # noqa: E402
 from .errors import ThresholdExceeded, TsensError  # noqa: E402

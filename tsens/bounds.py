@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .activity import active_counts
+from .active_units import active_counts
 from .datasets import Dataset
 from .errors import TsensError
 from .jacobian import reduced_jacobian

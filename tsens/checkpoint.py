@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .activations import parse_activation
+from .piecewise import parse_activation
 from .errors import TsensError
 from .network import BatchNorm, Layer, Network
 

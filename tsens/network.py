@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from .activations import Activation, parse_activation
+from .piecewise import Activation, parse_activation
 
 
 @dataclass(frozen=True)

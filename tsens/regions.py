@@ -21,7 +21,7 @@ import math
 import numpy as np
 import torch
 
-from .activity import active_counts
+from .active_units import active_counts
 from .trace import Trace
 
 MEMBERSHIP_MODES = ("preact", "indicator")

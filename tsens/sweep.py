@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .activity import active_counts, piece_counts, unit_piece_totals
+from .active_units import active_counts, piece_counts, unit_piece_totals
 from .datasets import Dataset, Preprocess, resolve_preprocess
 from .errors import TsensError
 from .jacobian import jacobian_norms, loss_relation

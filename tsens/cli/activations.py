@@ -7,7 +7,7 @@ from typing import Any
 import click
 import numpy as np
 
-from ..activity import count_statistics
+from ..active_units import count_statistics
 from ..sweep import activations_per_sample
 from . import options, render
 
