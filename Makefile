@@ -35,8 +35,11 @@ demo: $(VENV)/.installed
 	$(BIN)/tsens activations $(SAMPLES)/digits-64-32-10/epoch=80.safetensors --data digits-test
 	$(BIN)/tsens regions $(SAMPLES)/digits-64-32-10/epoch=80.safetensors --data digits --test digits-test
 
+LINTED := tsens tests bench scripts $(SAMPLES)
+
 test: $(VENV)/.installed-test
-	$(BIN)/ruff check tsens tests bench scripts $(SAMPLES)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-test
@@ -47,8 +50,8 @@ samples: $(VENV)/.installed-dev
 	$(BIN)/python $(SAMPLES)/make_samples.py
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check tsens tests bench scripts $(SAMPLES)
-	$(BIN)/ruff format --check tsens tests bench scripts $(SAMPLES)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, jacrev
 
-from tsens.piecewise import parse_activation
 from tsens.network import BatchNorm, Layer, Network
+from tsens.piecewise import parse_activation
 
 ACTIVATIONS = ("relu", "leaky_relu:0.1", "relu6", "hardtanh", "hardsigmoid")
 

@@ -21,16 +21,18 @@ from tsens.bounds import (
     data_free_bounds,
     gaussian_bounds,
     log10_w,
-    measure,
+    measure_for_bounds,
     report,
     resolve_bound,
     weight_statistics,
 )
+from tsens.compute import Compute
 from tsens.datasets import Dataset
 from tsens.errors import TsensError
 from tsens.jacobian import reduced_jacobian
+from tsens.measures import Options
 from tsens.network import BatchNorm, Layer, Network
-from tsens.sweep import Compute, activations_per_sample, sensitivity_per_sample
+from tsens.stream import measure
 from tsens.tangent import tangent_norms
 from tsens.trace import Trace, Tracer
 
@@ -356,15 +358,20 @@ def test_measure_is_one_pass_of_the_per_sample_measures():
     x = np.random.default_rng(0).normal(size=(50, 6))
     ds = Dataset(x, None, "memory", (6,))
     compute = Compute(dtype="float64", batch_size=7)
-    m = measure(net, ds, reading="all", compute=compute)
-    cols = sensitivity_per_sample(net, ds, tangent="all", compute=compute)
-    counts, _ = activations_per_sample(net, ds, compute=compute)
+    m = measure_for_bounds(net, ds, reading="all", compute=compute)
+    cols = measure(
+        net, ds, ["jacobian", "tangent", "active"], options=Options(reading="all"), compute=compute
+    ).columns
+    trace = Tracer(net, dtype=torch.float64)(torch.from_numpy(x))
     assert m.samples == 50
-    assert m.tangent_max == pytest.approx(cols["tangent_fro"].max())
-    assert m.jacobian_mean == pytest.approx(cols["jac_logit_fro"].mean())
-    assert m.active_mean == pytest.approx(counts["active_total"].mean())
-    assert m.active_std == pytest.approx(counts["active_total"].std(ddof=1))
-    assert m.layer_active_mean == pytest.approx((counts["active_l1"].mean(), counts["active_l2"].mean()))
+    assert m.tangent_max == pytest.approx(float(tangent_norms(trace, "all").max()), rel=1e-12)
+    # ‖J_logit‖_F by autograd, independently of the closed form.
+    jac = autograd_jacobian(net, torch.from_numpy(x))
+    assert m.jacobian_mean == pytest.approx(float(jac.flatten(1).norm(dim=1).mean()), rel=1e-9)
+    total = cols["active_total"].astype(float)
+    assert m.active_mean == pytest.approx(total.mean())
+    assert m.active_std == pytest.approx(np.sqrt(((total - total.mean()) ** 2).mean()))  # ddof = 0
+    assert m.layer_active_mean == pytest.approx((cols["active_l1"].mean(), cols["active_l2"].mean()))
     rep = report(net, reading="all", dataset=ds, compute=compute)
     row = rep.row()
     assert row["log10_tangent_gauss"] == gaussian_bounds(net, m.active_mean, m.active_std, "all")[0]["gauss"]

@@ -4,8 +4,11 @@ module in float64), and every refusal (named key, one-line TsensError, no code u
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
+import random
 import tempfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,10 +18,12 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 from torch import nn
 
-from tsens.checkpoint import file_sha256, load_network, read_checkpoint
+from tsens.checkpoint import file_sha256, load_network, read_checkpoint, read_metadata
 from tsens.errors import TsensError
+from tsens.piecewise import parse_activation
 
 F64 = torch.float64
+UNREADABLE_PT = "not a readable PyTorch checkpoint (truncated or corrupt)"
 
 
 def _randomize_bn(bn: nn.BatchNorm1d, g: torch.Generator) -> None:
@@ -116,7 +121,10 @@ def test_safetensors_metadata_sha_and_activation(tmp_path):
     assert net.sha256 == file_sha256(path) == hashlib.sha256(path.read_bytes()).hexdigest()
     assert [layer.name for layer in net.layers] == ["0", "2", "4"]
     assert_same(net, module)
-    override = load_network(path, activation="relu")  # the explicit argument wins
+    with pytest.warns(
+        UserWarning, match="the given activation relu differs from the one the checkpoint records"
+    ):
+        override = load_network(path, activation="relu")  # the explicit argument wins
     assert override.activation.name == "relu"
     assert_same(override, mlp((5, 6, 4, 3)))
 
@@ -127,7 +135,8 @@ def test_default_activation_is_relu_and_bad_metadata_named(tmp_path):
     assert load_network(path).activation.name == "relu"
     save_file(mlp((3, 4, 2)).state_dict(), str(path), metadata={"tsens.activation": "gelu"})
     refused(path, "tsens.activation")
-    assert load_network(path, activation="relu6").activation.name == "relu6"
+    with pytest.warns(UserWarning, match="tsens.activation = gelu"):
+        assert load_network(path, activation="relu6").activation.name == "relu6"
 
 
 @pytest.mark.parametrize("bn", ["affine", "plain"])
@@ -304,15 +313,15 @@ def test_ambiguous_order_asks_for_layers(tmp_path):
     path = tmp_path / "amb.safetensors"
     save_file(state, str(path))
     message = refused(path, "cannot order layers")
-    assert "--layers" in message and "tsens.layers" in message
+    assert "give `layers`" in message and "tsens.layers" in message
     net = load_network(path, layers=["first", "second", "third"])
     assert [layer.name for layer in net.layers] == ["first", "second", "third"]
     assert_same(net, module)
     save_file(state, str(path), metadata={"tsens.layers": "first, second,third"})
     assert_same(load_network(path), module)
-    refused(path, "names no Linear", layers=["first", "second", "fourth"])
-    refused(path, "'third.weight' is not used", layers=["first", "second"])
-    refused(path, "appears twice", layers=["first", "first", "second", "third"])
+    refused(path, "`layers`: layer 'fourth' names no Linear", layers=["first", "second", "fourth"])
+    refused(path, "`layers`: key 'third.weight' is not used", layers=["first", "second"])
+    refused(path, "`layers`: layer 'first' appears twice", layers=["first", "first", "second", "third"])
 
 
 def test_two_numbered_groups_are_ambiguous(tmp_path):
@@ -321,7 +330,7 @@ def test_two_numbered_groups_are_ambiguous(tmp_path):
     state |= {f"decoder.0.{k}": v for k, v in module[2].state_dict().items()}
     path = tmp_path / "ed.pt"
     torch.save(state, path)
-    refused(path, "cannot order layers 'encoder.0' and 'decoder.0'.*--layers")
+    refused(path, "cannot order layers 'encoder.0' and 'decoder.0'.*`layers`")
     net = load_network(path, layers=["model.encoder.0", "decoder.0"])  # pre-strip spelling accepted
     assert_same(net, nn.Sequential(module[0], nn.ReLU(), module[2]))
 
@@ -332,7 +341,7 @@ def test_shapes_not_chaining_in_sorted_order(tmp_path):
     state = {"a1": a, "a2": b}
     save_file({f"{n}.{k}": v for n, m in state.items() for k, v in m.state_dict().items()}, str(path))
     message = refused(path, r"'a2.weight' has shape \(4, 3\) but the previous layer 'a1' has 5 outputs")
-    assert "--layers" in message
+    assert "`layers`" in message
     net = load_network(path, layers=["a2", "a1"])
     assert_same(net, nn.Sequential(b, nn.ReLU(), a))
 
@@ -457,10 +466,7 @@ def test_truncated_and_corrupt_files(tmp_path):
     for cut in (len(data) - 30, len(data) // 2, 10):
         bad = tmp_path / f"cut{cut}.pt"
         bad.write_bytes(data[:cut])
-        refused(bad, "truncated or not a valid PyTorch file")
-    text = tmp_path / "text.pth"
-    text.write_text("hello")
-    refused(text, "not a valid PyTorch file")
+        assert refused(bad, "truncated or corrupt") == f"{bad}: {UNREADABLE_PT}"
 
 
 def test_empty_and_missing_files(tmp_path):
@@ -508,8 +514,11 @@ def test_malicious_pickle_is_not_executed(tmp_path, how):
     else:
         torch.save(payload, path, _use_new_zipfile_serialization=how == "torch.save")
     message = refused(path, "objects other than tensors")
+    assert "(io.open)" in message  # the class or function it would have called
     assert "refuses to unpickle code" in message and "safetensors" in message
     assert not marker.exists()
+    with pytest.raises(TsensError, match=r"objects other than tensors \(io\.open\)"):
+        read_metadata(path)
     with pytest.raises(TsensError):
         read_checkpoint(path)
     assert not marker.exists()
@@ -524,3 +533,193 @@ def test_read_checkpoint_strips_and_keeps_dtype(tmp_path):
     assert tensors["0.bias"].dtype == torch.float16
     net = load_network(path)
     assert net.dtype == F64 and net.depth == 1 and net.widths == (2, 3)
+
+
+# --- unreadable torch files -------------------------------------------------------------------
+
+
+def _zip_bytes(files: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    return buffer.getvalue()
+
+
+def _saved(legacy: bool) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(mlp((6, 8, 3)).state_dict(), buffer, _use_new_zipfile_serialization=not legacy)
+    return buffer.getvalue()
+
+
+CORRUPT_PT = {
+    "random-bytes": lambda: random.Random(0).randbytes(600),
+    "random-bytes-2": lambda: random.Random(5).randbytes(64),
+    "truncated-zip": lambda: _saved(False)[: len(_saved(False)) // 2],
+    "zip-without-end": lambda: _saved(False)[:-22],
+    "truncated-legacy": lambda: _saved(True)[:-40],
+    "legacy-header-only": lambda: _saved(True)[:12],
+    "text": lambda: b"epoch,loss\n1,0.5\n",
+    "json": lambda: b'{"0.weight": [[1.0]]}',
+    "empty-zip": lambda: _zip_bytes({}),
+    "foreign-zip": lambda: _zip_bytes({"readme.txt": b"hello"}),
+    "plain-pickle": lambda: pickle.dumps({"epoch": 3}),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT_PT))
+def test_unreadable_torch_files_get_a_plain_message(tmp_path, case):
+    path = tmp_path / f"{case}.pt"
+    path.write_bytes(CORRUPT_PT[case]())
+    with pytest.raises(TsensError) as loading:
+        load_network(path)
+    assert str(loading.value) == f"{path}: {UNREADABLE_PT}"
+    with pytest.raises(TsensError) as reading:
+        read_metadata(path)
+    assert str(reading.value) == f"{path}: {UNREADABLE_PT}"
+
+
+# --- metadata without the weights -------------------------------------------------------------
+
+
+def test_read_metadata_equals_load_network_metadata(tmp_path):
+    module = mlp((4, 6, 3), bn="affine", seed=5)
+    safe = tmp_path / "a.safetensors"
+    save_file(
+        module.state_dict(), str(safe), metadata={"epoch": "7", "run": "r1", "tsens.activation": "relu"}
+    )
+    lightning = tmp_path / "epoch=3.ckpt"
+    torch.save(
+        {
+            "epoch": 3,
+            "global_step": 120,
+            "state_dict": {f"model.{k}": v for k, v in module.state_dict().items()},
+            "hyper_parameters": {"lr": 0.1, "widths": [4, 6, 3]},
+            "optimizer_states": [{"state": {}}],
+        },
+        lightning,
+    )
+    plain = tmp_path / "plain.pt"
+    torch.save(module.state_dict(), plain)
+    legacy = tmp_path / "legacy.pth"
+    torch.save(
+        {"model_state_dict": module.state_dict(), "step": 11}, legacy, _use_new_zipfile_serialization=False
+    )
+    expected = {
+        safe: {"epoch": "7", "run": "r1", "tsens.activation": "relu"},
+        lightning: {"epoch": "3", "global_step": "120", "lr": "0.1", "widths": "[4, 6, 3]"},
+        plain: {},
+        legacy: {"step": "11"},
+    }
+    for path, metadata in expected.items():
+        assert read_metadata(path) == load_network(path).metadata == metadata
+
+
+def test_read_metadata_refuses_like_load_network(tmp_path):
+    good = tmp_path / "good.safetensors"
+    save_file(mlp((6, 8, 3)).state_dict(), str(good))
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(good.read_bytes()[:5])
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    listed = tmp_path / "list.pt"
+    torch.save([torch.randn(2, 2)], listed)
+    for path in (tmp_path / "missing.pt", cut, empty, listed, tmp_path / "net.onnx"):
+        if path.suffix == ".onnx":
+            path.write_bytes(b"x")
+        with pytest.raises(TsensError) as loading:
+            load_network(path)
+        with pytest.raises(TsensError) as reading:
+            read_metadata(path)
+        assert str(reading.value) == str(loading.value) and str(reading.value).startswith(f"{path}: ")
+
+
+# --- metadata errors name the file ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metadata", "message"),
+    [
+        (
+            {"tsens.activation": "gelu"},
+            "metadata 'tsens.activation' 'gelu' is not supported; expected one of",
+        ),
+        (
+            {"tsens.activation": "leaky_relu:-3"},
+            "metadata 'tsens.activation' 'leaky_relu:-3': the negative slope must lie in [0, 1), got -3",
+        ),
+        ({"tsens.activation": "relu:2"}, "metadata 'tsens.activation' 'relu:2': relu takes no parameter"),
+        ({"tsens.bn_eps": "tiny"}, "metadata 'tsens.bn_eps' is 'tiny'; expected a positive number"),
+        ({"tsens.bn_eps": "0"}, "metadata 'tsens.bn_eps' is '0'; expected a positive number"),
+        ({"tsens.bn_eps": "nan"}, "metadata 'tsens.bn_eps' is 'nan'; expected a positive number"),
+        ({"tsens.layers": "0,1,9"}, "metadata 'tsens.layers': layer '9' names no Linear or BatchNorm1d"),
+        (
+            {"tsens.layers": "0,1"},
+            "metadata 'tsens.layers': key '3.weight' is not used by the layer order 0,1",
+        ),
+        ({"tsens.layers": "0,1,1,3"}, "metadata 'tsens.layers': layer '1' appears twice"),
+    ],
+)
+def test_metadata_errors_start_with_the_path(tmp_path, metadata, message):
+    path = tmp_path / "meta.safetensors"
+    save_file(mlp((4, 5, 3), bn="affine").state_dict(), str(path), metadata=metadata)
+    with pytest.raises(TsensError) as info:
+        load_network(path)
+    assert str(info.value).startswith(f"{path}: {message}")
+
+
+def test_layers_parameter_errors_name_the_parameter(tmp_path):
+    path = tmp_path / "n.safetensors"
+    save_file(mlp((4, 5, 3)).state_dict(), str(path), metadata={"tsens.layers": "0,9"})
+    with pytest.raises(TsensError) as info:
+        load_network(path, layers=["0", "7"])  # the parameter wins over the metadata entry
+    assert str(info.value).startswith(f"{path}: `layers`: layer '7' names no Linear")
+    assert load_network(path, layers=["0", "2"]).widths == (4, 5, 3)
+
+
+# --- activation specs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("leaky_relu:-3", "`activation` 'leaky_relu:-3': the negative slope must lie in [0, 1), got -3"),
+        ("leaky_relu:1", "`activation` 'leaky_relu:1': the negative slope must lie in [0, 1), got 1"),
+        ("leaky_relu:nan", "`activation` 'leaky_relu:nan': the negative slope must lie in [0, 1), got nan"),
+        (
+            "leaky_relu:abc",
+            "`activation` 'leaky_relu:abc': the negative slope after ':' must be a number, got 'abc'",
+        ),
+        ("leaky_relu:", "`activation` 'leaky_relu:': the negative slope after ':' must be a number, got ''"),
+        (
+            "relu:2",
+            "`activation` 'relu:2': relu takes no parameter (only leaky_relu does, e.g. leaky_relu:0.01)",
+        ),
+        (
+            "gelu",
+            "`activation` 'gelu' is not supported; expected one of relu, leaky_relu[:alpha], relu6, "
+            "hardtanh, hardsigmoid (piecewise linear only)",
+        ),
+    ],
+)
+def test_activation_messages(spec, message):
+    with pytest.raises(TsensError) as info:
+        parse_activation(spec)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("spec", "name", "alpha"),
+    [
+        ("Leaky-ReLU:0.2", "leaky_relu", 0.2),
+        (" leaky_relu : 0.05 ", "leaky_relu", 0.05),
+        ("leaky_relu", "leaky_relu", 0.01),
+        ("leaky_relu:0", "leaky_relu", 0.0),
+        ("RELU6", "relu6", None),
+        ("HardTanh", "hardtanh", None),
+    ],
+)
+def test_activation_names_are_normalised(spec, name, alpha):
+    act = parse_activation(spec)
+    assert (act.name, act.alpha) == (name, alpha)
+    assert parse_activation(act.spec) == act

@@ -9,6 +9,7 @@ import os
 import pickle
 import struct
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +23,14 @@ from safetensors.numpy import save_file
 from tsens.datasets import (
     CIFAR10_MEAN,
     CIFAR10_STD,
+    READERS,
     Dataset,
     Preprocess,
     available_datasets,
     load_dataset,
     resolve_preprocess,
 )
-from tsens.errors import TsensError
+from tsens.errors import Note, TsensError
 
 RNG = np.random.default_rng(0)
 
@@ -100,31 +102,49 @@ def test_preprocess_json_roundtrip_and_metadata() -> None:
         ("{not json", "not valid JSON"),
         ("[1, 2]", "JSON object"),
         ('{"normalise": "none"}', "unknown keys"),
-        ('{"normalize": "zca"}', "--normalize"),
-        ('{"mean": "a", "std": 1}', "--mean"),
+        ('{"normalize": "zca"}', "normalize 'zca': expected one of"),
+        ('{"mean": "a", "std": 1}', "mean must be a number"),
+        ('{"crop": 0}', "crop must be a positive integer"),
     ],
 )
 def test_preprocess_bad_metadata(raw: str, fragment: str) -> None:
-    with pytest.raises(TsensError, match="tsens.preprocess") as err:
+    with pytest.raises(TsensError) as err:
         Preprocess.from_metadata({"tsens.preprocess": raw})
+    message = str(err.value)
+    assert message.startswith("checkpoint: metadata 'tsens.preprocess'")  # the default `where`
+    assert fragment in message
+    # the names are metadata keys, not the caller's parameters: no backticks for the CLI to rewrite
+    assert "`" not in message and "--" not in message
+    with pytest.raises(TsensError) as err:
+        Preprocess.from_metadata({"tsens.preprocess": raw}, "run/ckpt.safetensors")
+    assert str(err.value).startswith("run/ckpt.safetensors: metadata 'tsens.preprocess'")
     assert fragment in str(err.value)
+    with pytest.raises(TsensError, match=r"^b\.pt: metadata 'tsens\.preprocess'"):
+        resolve_preprocess(Preprocess(), {"tsens.preprocess": raw}, "b.pt")
 
 
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
-        ({"normalize": "zca"}, "--normalize 'zca'"),
-        ({"mean": (0.5,)}, "given together"),
-        ({"normalize": "cifar10", "mean": (0.5,), "std": (0.2,)}, "fixes the mean"),
-        ({"mean": (0.5, 0.5), "std": (0.2,)}, "--std has 1"),
-        ({"mean": (0.5,), "std": (0.0,)}, "positive"),
-        ({"crop": 0}, "--crop"),
+        ({"normalize": "zca"}, "`normalize` 'zca': expected one of none, standard, cifar10, mnist"),
+        ({"mean": (0.5,)}, "`mean` and `std` must be given together"),
+        (
+            {"normalize": "cifar10", "mean": (0.5,), "std": (0.2,)},
+            "fixes the mean and std; do not also give `mean`/`std`",
+        ),
+        ({"mean": (0.5, 0.5), "std": (0.2,)}, "`mean` has 2 values but `std` has 1"),
+        ({"mean": (0.5,), "std": (0.0,)}, "`std` must be positive finite numbers"),
+        ({"mean": (float("nan"),), "std": (1.0,)}, "`mean` must be finite numbers"),
+        ({"mean": "a", "std": 1.0}, "`mean` must be a number or a list of numbers, got 'a'"),
+        ({"crop": 0}, "`crop` must be a positive integer (pixels), got 0"),
+        ({"crop": True}, "`crop` must be a positive integer (pixels), got True"),
     ],
 )
 def test_preprocess_validation(kwargs: dict, fragment: str) -> None:
-    with pytest.raises(TsensError, match="^.*$") as err:
+    with pytest.raises(TsensError) as err:
         Preprocess(**kwargs)
     assert fragment in str(err.value)
+    assert "--" not in str(err.value)  # library messages name parameters, not CLI options
 
 
 def test_resolve_preprocess_prefers_checkpoint_metadata() -> None:
@@ -513,8 +533,7 @@ def test_limit_and_seed(tmp_path: Path) -> None:
     expected = np.sort(np.random.default_rng(3).choice(100, size=10, replace=False))
     np.testing.assert_array_equal(chosen, expected)
     np.testing.assert_array_equal(a.y, expected % 10)
-    assert len(load_dataset(str(tmp_path / "d.npz"), limit=1000)) == 100
-    with pytest.raises(TsensError, match="--limit"):
+    with pytest.raises(TsensError, match="`limit` must be a positive number of samples, got 0"):
         load_dataset(str(tmp_path / "d.npz"), limit=0)
 
 
@@ -530,9 +549,9 @@ def test_centre_crop(tmp_path: Path, size: int, crop: int) -> None:
 
 def test_crop_errors(tmp_path: Path) -> None:
     ds = npz_dataset(tmp_path, images(2, h=8, w=8))
-    with pytest.raises(TsensError, match="--crop 9 is larger than the 8×8 images"):
+    with pytest.raises(TsensError, match="`crop` 9 is larger than the 8×8 images of data set '.*d.npz'"):
         ds.with_preprocess(Preprocess(crop=9))
-    with pytest.raises(TsensError, match=r"--crop 4 needs image samples.*\(64,\)"):
+    with pytest.raises(TsensError, match=r"`crop` 4 needs image samples.*data set 'digits'.*\(64,\)"):
         load_dataset("digits", preprocess=Preprocess(crop=4))
     channels_last = np.zeros((2, 8, 8, 3), np.uint8)
     with pytest.raises(TsensError, match="channels-last"):
@@ -585,10 +604,12 @@ def test_explicit_mean_std(tmp_path: Path, normalize: str) -> None:
 
 
 def test_per_channel_needs_matching_channels(tmp_path: Path) -> None:
-    with pytest.raises(TsensError, match=r"--normalize cifar10 needs channels-first images with 3 channels"):
+    with pytest.raises(
+        TsensError, match=r"`normalize` 'cifar10' needs channels-first images with 3 channels"
+    ):
         load_dataset("digits", preprocess=Preprocess("cifar10"))
     ds = npz_dataset(tmp_path, images(2, c=1, h=4, w=4))
-    with pytest.raises(TsensError, match="per-channel --mean/--std needs .* 2 channels"):
+    with pytest.raises(TsensError, match="per-channel `mean`/`std` needs .* 2 channels"):
         ds.with_preprocess(Preprocess(mean=(0.1, 0.2), std=(1.0, 1.0)))
 
 
@@ -604,7 +625,7 @@ def test_check_input_dim_message() -> None:
 
 def test_check_input_dim_suggests_crop(tmp_path: Path) -> None:
     ds = npz_dataset(tmp_path, images(1))
-    with pytest.raises(TsensError, match=r"has 3072 features.*expects 1728 \(--crop 24 would give 1728\)"):
+    with pytest.raises(TsensError, match=r"has 3072 features.*expects 1728 \(`crop` 24 would give 1728\)"):
         ds.check_input_dim(1728, "the network")
 
 
@@ -616,7 +637,7 @@ def test_batches_shapes_and_labels(tmp_path: Path) -> None:
         (4, torch.float32, torch.int64),
         (2, torch.float32, torch.int64),
     ]
-    with pytest.raises(TsensError, match="--batch-size"):
+    with pytest.raises(TsensError, match="`batch_size` must be at least 1, got 0"):
         next(ds.batches(0))
 
 
@@ -629,3 +650,249 @@ def test_unresolved_standard_is_resolved_in_batches(tmp_path: Path) -> None:
 def test_metadata_json_is_plain() -> None:
     obj = json.loads(Preprocess("cifar10", crop=24).to_json())
     assert obj == {"normalize": "cifar10", "mean": None, "std": None, "crop": 24}
+
+
+# --------------------------------------------------------------------------- indices, limit notes
+
+
+def test_indices_join_back_to_the_full_set(tmp_path: Path) -> None:
+    x = RNG.normal(size=(60, 4))
+    full = npz_dataset(tmp_path, x, np.arange(60) % 7)
+    assert full.indices.dtype == np.int64
+    np.testing.assert_array_equal(full.indices, np.arange(60))
+    sub = load_dataset(str(tmp_path / "d.npz"), limit=9, seed=5)
+    assert sub.indices.dtype == np.int64 and len(sub.indices) == 9
+    np.testing.assert_array_equal(
+        sub.indices, np.sort(np.random.default_rng(5).choice(60, size=9, replace=False))
+    )
+    np.testing.assert_array_equal(sub.x, x[sub.indices])
+    np.testing.assert_array_equal(sub.y, sub.indices % 7)
+    # with_preprocess keeps them
+    np.testing.assert_array_equal(sub.with_preprocess(Preprocess("standard")).indices, sub.indices)
+
+
+def test_dataset_indices_default_and_validation() -> None:
+    x = np.zeros((3, 2))
+    np.testing.assert_array_equal(Dataset(x, None, "m", (2,)).indices, [0, 1, 2])
+    given = Dataset(x, None, "m", (2,), indices=np.array([4, 8, 9], dtype=np.int32))
+    assert given.indices.dtype == np.int64 and given.indices.tolist() == [4, 8, 9]
+    with pytest.raises(TsensError, match="`indices` must hold one integer index per sample"):
+        Dataset(x, None, "m", (2,), indices=np.array([0, 1]))
+    with pytest.raises(TsensError, match="`indices`"):
+        Dataset(x, None, "m", (2,), indices=np.array([0.0, 1.0, 2.0]))
+
+
+def test_limit_larger_than_the_set_is_noted(tmp_path: Path) -> None:
+    x = np.arange(12, dtype=np.float32).reshape(6, 2)
+    np.savez(tmp_path / "d.npz", x=x)
+    with pytest.warns(Note) as record:
+        ds = load_dataset(str(tmp_path / "d.npz"), limit=50)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "has only 6 samples" in message and "`limit` 50" in message and "all 6 are used" in message
+    assert record[0].filename == __file__  # attributed to the caller of load_dataset
+    np.testing.assert_array_equal(ds.x, x)
+    np.testing.assert_array_equal(ds.indices, np.arange(6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_dataset(str(tmp_path / "d.npz"), limit=6)) == 6  # exactly the size: silent
+
+
+@pytest.mark.parametrize("limit", [0, -3, 2.5, True])
+def test_limit_must_be_a_positive_integer(tmp_path: Path, limit: object) -> None:
+    np.savez(tmp_path / "d.npz", x=np.zeros((4, 2)))
+    with pytest.raises(TsensError, match="^`limit` must be a positive number of samples, got"):
+        load_dataset(str(tmp_path / "d.npz"), limit=limit)
+
+
+# --------------------------------------------------------------------------- raw, input, transform
+
+
+def test_raw_is_the_stored_sample(tmp_path: Path) -> None:
+    x = images(5, h=6, w=6)
+    ds = npz_dataset(tmp_path, x, preprocess=Preprocess("cifar10", crop=4), limit=3, seed=2)
+    for i in range(3):
+        r = ds.raw(i)
+        assert r.shape == (3, 6, 6) and r.dtype == np.uint8
+        np.testing.assert_array_equal(r, x[ds.indices[i]])
+    r = ds.raw(np.int64(0))
+    r[...] = 0  # a copy: the data set is untouched
+    np.testing.assert_array_equal(ds.x[0], x[ds.indices[0]])
+    for bad in (3, -1, 1.0, True):
+        with pytest.raises(TsensError, match="`i` must be a sample position 0..2"):
+            ds.raw(bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_input_equals_what_batches_yields(tmp_path: Path, dtype: torch.dtype) -> None:
+    x = images(7, h=9, w=9)
+    ds = npz_dataset(tmp_path, x, preprocess=Preprocess("cifar10", crop=5))
+    batched = torch.cat([xb for xb, _ in ds.batches(3, dtype=dtype)])
+    for i in range(len(ds)):
+        one = ds.input(i, dtype=dtype)
+        assert one.shape == (ds.dim,) and one.dtype == dtype
+        assert torch.equal(one, batched[i])
+    # and both are the formula, computed independently in numpy
+    scaled = x[:, :, 2:7, 2:7] / 255.0
+    m = np.array(CIFAR10_MEAN)[None, :, None, None]
+    s = np.array(CIFAR10_STD)[None, :, None, None]
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    np.testing.assert_allclose(ds.input(4, dtype=dtype).numpy(), ((scaled - m) / s)[4].ravel(), atol=tol)
+
+
+def shift_right(x: np.ndarray, pixels: int) -> np.ndarray:
+    """Images translated ``pixels`` to the right, the uncovered columns filled with zeros."""
+    out = np.zeros_like(x)
+    out[..., pixels:] = x[..., :-pixels]
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_transform_of_translated_cifar_images_equals_their_batches(
+    tmp_path: Path, dtype: torch.dtype
+) -> None:
+    x = images(6)
+    moved = shift_right(x, 3)
+    write_cifar(tmp_path / "orig" / "data_batch_1", x, np.arange(6))
+    write_cifar(tmp_path / "moved" / "data_batch_1", moved, np.arange(6))
+    p = Preprocess("cifar10", crop=24)
+    ds = load_dataset(str(tmp_path / "orig" / "data_batch_1"), preprocess=p)
+    as_set = load_dataset(str(tmp_path / "moved" / "data_batch_1"), preprocess=p)
+    expected = flat(as_set, dtype=dtype, batch_size=4)
+    got = ds.transform(moved, dtype=dtype)
+    assert got.shape == (6, 3 * 24 * 24) and got.dtype == dtype
+    np.testing.assert_array_equal(got.numpy(), expected)
+    # a single translated sample, built from raw(i)
+    one = ds.transform(shift_right(ds.raw(2), 3)[None], dtype=dtype)
+    np.testing.assert_array_equal(one.numpy()[0], expected[2])
+    # not vacuous: the translation changes the inputs, and the values follow the formula
+    assert not np.array_equal(expected, flat(ds, dtype=dtype))
+    scaled = moved[:, :, 4:28, 4:28] / 255.0
+    m = np.array(CIFAR10_MEAN)[None, :, None, None]
+    s = np.array(CIFAR10_STD)[None, :, None, None]
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    np.testing.assert_allclose(got.numpy(), ((scaled - m) / s).reshape(6, -1), atol=tol)
+
+
+def test_transform_of_translated_float_data_with_standard_normalization(tmp_path: Path) -> None:
+    x = RNG.normal(0.5, 2.0, size=(8, 1, 5, 5)).astype(np.float32)
+    moved = shift_right(x, 1)
+    np.save(tmp_path / "orig.npy", x)
+    np.save(tmp_path / "moved.npy", moved)
+    ds = load_dataset(str(tmp_path / "orig.npy"), preprocess=Preprocess("standard"))
+    mean, std = x.astype(np.float64).mean(), x.astype(np.float64).std()
+    assert ds.preprocess.mean == pytest.approx((mean,), rel=1e-12)
+    assert ds.preprocess.std == pytest.approx((std,), rel=1e-12)
+    # the translated set, normalized with the original set's statistics (as a checkpoint records them)
+    as_set = load_dataset(str(tmp_path / "moved.npy"), preprocess=ds.preprocess)
+    for dtype in (torch.float32, torch.float64):
+        expected = flat(as_set, dtype=dtype, batch_size=3)
+        np.testing.assert_array_equal(ds.transform(moved, dtype=dtype).numpy(), expected)
+    np.testing.assert_allclose(
+        ds.transform(moved, dtype=torch.float64).numpy(), ((moved - mean) / std).reshape(8, -1), rtol=1e-6
+    )
+    # its own statistics would differ: the translated set's would not reproduce transform
+    own = load_dataset(str(tmp_path / "moved.npy"), preprocess=Preprocess("standard"))
+    assert own.preprocess.mean != ds.preprocess.mean
+
+
+def test_transform_resolves_standard_of_a_hand_built_dataset() -> None:
+    x = RNG.normal(size=(10, 3))
+    ds = Dataset(x, None, "raw", (3,), Preprocess("standard"))
+    got = ds.transform(x[:4], dtype=torch.float64).numpy()
+    np.testing.assert_allclose(got, (x[:4] - x.mean()) / x.std(), rtol=1e-12)
+    np.testing.assert_array_equal(ds.input(9, dtype=torch.float64).numpy(), flat(ds)[9])
+
+
+def test_transform_and_apply_refuse_what_they_cannot_transform(tmp_path: Path) -> None:
+    ds = npz_dataset(tmp_path, images(2, h=4, w=4), preprocess=Preprocess("cifar10"))
+    with pytest.raises(TsensError, match="`raw` has dtype float64 but data set .* stores uint8"):
+        ds.transform(ds.x.astype(np.float64))
+    with pytest.raises(TsensError, match=r"`raw` must be a batch of samples of shape \(3, 4, 4\)"):
+        ds.transform(ds.raw(0))  # one sample, no batch axis
+    with pytest.raises(TsensError, match="`normalize` 'standard' without `mean`/`std`"):
+        Preprocess("standard").apply(np.zeros((2, 3)), (3,))
+    with pytest.raises(TsensError, match="`raw` must hold numbers"):
+        Preprocess().apply(np.array([["a"]]), (1,))
+    with pytest.raises(TsensError, match="`crop` 5 is larger than the 4×4 images of the input"):
+        Preprocess(crop=5).apply(images(1, h=4, w=4), (3, 4, 4))
+
+
+def test_apply_on_any_raw_array() -> None:
+    """Preprocess.apply alone: uint8 scaled, other dtypes as stored, per-channel stats."""
+    p = Preprocess(mean=(0.5, 1.0), std=(2.0, 4.0), crop=2)
+    raw = np.arange(2 * 2 * 3 * 3, dtype=np.uint8).reshape(2, 2, 3, 3)
+    got = p.apply(raw, (2, 3, 3), dtype=torch.float64).numpy()
+    # torchvision offsets for 3 -> 2: top = left = round(0.5) = 0
+    cropped = raw[:, :, :2, :2] / 255.0
+    want = (cropped - np.array([0.5, 1.0])[None, :, None, None]) / np.array([2.0, 4.0])[None, :, None, None]
+    np.testing.assert_allclose(got, want.reshape(2, -1), rtol=1e-15)
+    as_int = p.apply(raw.astype(np.int16), (2, 3, 3), dtype=torch.float64).numpy()
+    want_int = (raw[:, :, :2, :2] - np.array([0.5, 1.0])[None, :, None, None]) / np.array([2.0, 4.0])[
+        None, :, None, None
+    ]
+    np.testing.assert_allclose(as_int, want_int.reshape(2, -1), rtol=1e-15)
+
+
+def test_standard_statistics_see_the_crop_and_uint8_scaling(tmp_path: Path) -> None:
+    x = images(5, h=8, w=8)
+    ds = npz_dataset(tmp_path, x, preprocess=Preprocess("standard", crop=4))
+    seen = x[:, :, 2:6, 2:6].astype(np.float64) / 255.0
+    assert ds.preprocess.mean == pytest.approx((seen.mean(),), rel=1e-12)
+    assert ds.preprocess.std == pytest.approx((seen.std(),), rel=1e-12)
+    np.testing.assert_allclose(flat(ds), ((seen - seen.mean()) / seen.std()).reshape(5, -1), rtol=1e-10)
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def test_text_file_named_npz_or_npy(tmp_path: Path) -> None:
+    (tmp_path / "x.npz").write_text("1,2,3\n4,5,6\n")
+    with pytest.raises(TsensError) as err:
+        load_dataset(str(tmp_path / "x.npz"))
+    assert str(err.value) == f"{tmp_path / 'x.npz'}: not a valid .npz file (expected a NumPy zip archive)"
+    (tmp_path / "x.npy").write_text("1,2,3\n")
+    with pytest.raises(TsensError) as err:
+        load_dataset(str(tmp_path / "x.npy"))
+    assert str(err.value) == f"{tmp_path / 'x.npy'}: not a valid .npy file (expected a NumPy array file)"
+    assert "allow_pickle" not in str(err.value)
+
+
+def test_npy_and_npz_swapped_say_so(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.zeros((2, 2)))
+    (tmp_path / "a.npy").rename(tmp_path / "a.npz")
+    with pytest.raises(TsensError, match=r"a\.npz: not a valid \.npz file .*it is a \.npy file"):
+        load_dataset(str(tmp_path / "a.npz"))
+    np.savez(tmp_path / "b.npz", x=np.zeros((2, 2)))
+    (tmp_path / "b.npz").rename(tmp_path / "b.npy")
+    with pytest.raises(TsensError, match=r"b\.npy: not a valid \.npy file .*zip archive"):
+        load_dataset(str(tmp_path / "b.npy"))
+
+
+def test_reader_table_by_suffix_then_content(tmp_path: Path) -> None:
+    assert READERS[".npz"] is not READERS[".npy"]
+    assert {".npz", ".npy", ".parquet", ".arrow", ".feather", ".safetensors"} <= set(READERS)
+    # the suffix decides (case-insensitive) ...
+    with (tmp_path / "UPPER.NPZ").open("wb") as f:  # a path would get ".npz" appended
+        np.savez(f, x=np.ones((2, 3)))
+    assert load_dataset(str(tmp_path / "UPPER.NPZ")).sample_shape == (3,)
+    write_cifar(tmp_path / "pickle.npy", images(1), np.array([0]))
+    with pytest.raises(TsensError, match=r"pickle\.npy: not a valid \.npy file"):
+        load_dataset(str(tmp_path / "pickle.npy"))
+    # ... and the content, for unknown suffixes
+    write_cifar(tmp_path / "batch.bin", images(2), np.array([3, 4]))
+    assert load_dataset(str(tmp_path / "batch.bin")).y.tolist() == [3, 4]
+    digits = RNG.integers(0, 256, size=(3, 5, 5), dtype=np.uint8)
+    (tmp_path / "pixels.dat").write_bytes(idx_bytes(digits))
+    np.testing.assert_array_equal(load_dataset(str(tmp_path / "pixels.dat")).x[:, 0], digits)
+    (tmp_path / "pixels.dat.gz").write_bytes(gzip.compress(idx_bytes(digits)))
+    np.testing.assert_array_equal(load_dataset(str(tmp_path / "pixels.dat.gz")).x[:, 0], digits)
+    (tmp_path / "junk-images-idx3-ubyte").write_bytes(b"hello")
+    with pytest.raises(TsensError, match="not an IDX file"):
+        load_dataset(str(tmp_path / "junk-images-idx3-ubyte"))
+
+
+def test_missing_named_set_names_the_data_root_parameter(tmp_path: Path) -> None:
+    with pytest.raises(TsensError) as err:
+        load_dataset("mnist", data_root=tmp_path)
+    assert "pass `data_root`" in str(err.value) and "--" not in str(err.value)

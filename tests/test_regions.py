@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nets import ACTIVATIONS, random_network, reference_preacts
 
-from tsens.piecewise import parse_activation
 from tsens.active_units import active_counts, count_statistics, piece_counts
+from tsens.piecewise import parse_activation
 from tsens.regions import (
     boundary_distance,
     log_membership,

@@ -25,6 +25,6 @@ def test_recorded_test_metrics_are_reproduced(path):
     # checkpoint's recorded preprocessing by itself to agree.
     net = tsens.load_network(path)
     data = tsens.load_dataset(net.metadata["test_dataset"])
-    cols = tsens.sensitivity_per_sample(net, data, compute=tsens.Compute(dtype="float64"), tangent=None)
+    cols = tsens.measure(net, data, ["predictions"], compute=tsens.Compute(dtype="float64")).columns
     assert cols["loss"].mean() == pytest.approx(float(net.metadata["test_loss"]), abs=5e-6)
     assert cols["correct"].mean() == pytest.approx(float(net.metadata["test_acc"]), abs=5e-6)

@@ -6,50 +6,121 @@ session looks like::
     import tsens
     net = tsens.load_network("run/epoch=30.safetensors")
     data = tsens.load_dataset("digits-test")
-    cols = tsens.sensitivity_per_sample(net, data)          # NumPy columns per sample
-    trace = tsens.Tracer(net)(x)                            # or one batch, by hand
+    result = tsens.measure(net, data, ["predictions", "jacobian", "tangent"])
+    result.columns["jac_prob_fro"]                  # per-sample NumPy columns
+    tsens.jacobian_summary(result)                  # the numbers `tsens jacobian` shows
+    trace = tsens.Tracer(net)(x)                    # or one batch, by hand
     tsens.tangent_norms(trace), tsens.jacobian_norms(trace)
+
+Papers: [T] Daróczy, *Tangent Space Sensitivity and Distribution of Linear Regions in ReLU
+Networks* (2020); [N] Novak et al., *Sensitivity and Generalization in Neural Networks: an
+Empirical Study* (ICLR 2018).
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .piecewise import Activation, parse_activation  # noqa: E402
-from .checkpoint import load_network  # noqa: E402
-from .datasets import Dataset, Preprocess, load_dataset  # noqa: E402
-from .errors import ThresholdExceeded, TsensError  # noqa: E402
-from .jacobian import jacobian_norms  # noqa: E402
-from .network import BatchNorm, Layer, Network  # noqa: E402
-from .sweep import (  # noqa: E402
-    Compute,
-    activations_per_sample,
-    regions_per_sample,
-    sensitivity_per_sample,
-    traced_batches,
+from .active_units import active_counts, count_statistics, piece_counts  # noqa: E402
+from .bounds import (  # noqa: E402
+    Bounds,
+    Measured,
+    Report,
+    data_free_bounds,
+    gaussian_bounds,
+    log10_w,
+    report,
+    weight_statistics,
 )
+from .checkpoint import load_network, read_metadata  # noqa: E402
+from .compute import Compute  # noqa: E402
+from .datasets import Dataset, Preprocess, available_datasets, load_dataset  # noqa: E402
+from .errors import Note, OverflowWarning, ThresholdExceeded, TsensError  # noqa: E402
+from .jacobian import jacobian_norms  # noqa: E402
+from .kummer import log_gaussian_abs_moment  # noqa: E402
+from .measures import MEASURES, Options  # noqa: E402
+from .network import BatchNorm, Layer, Network  # noqa: E402
+from .piecewise import Activation, parse_activation  # noqa: E402
+from .regions import (  # noqa: E402
+    boundary_distance,
+    log_membership,
+    membership_weighted_mean,
+    path_scores,
+    region_ids,
+    region_statistics,
+    shared_region_share,
+)
+from .runs import CheckpointRef, group_runs, plan_runs, previous  # noqa: E402
+from .stream import SetResult, measure, measure_sets  # noqa: E402
+from .summaries import (  # noqa: E402
+    activations_summary,
+    describe,
+    jacobian_summary,
+    regions_summary,
+    spearman,
+    unit_frequencies,
+)
+from .tables import make_table, provenance, table_provenance, write_table  # noqa: E402
 from .tangent import tangent_norms  # noqa: E402
 from .trace import Trace, Tracer  # noqa: E402
 
 __all__ = [
+    "MEASURES",
     "Activation",
     "BatchNorm",
+    "Bounds",
+    "CheckpointRef",
     "Compute",
     "Dataset",
     "Layer",
+    "Measured",
     "Network",
+    "Note",
+    "Options",
+    "OverflowWarning",
     "Preprocess",
+    "Report",
+    "SetResult",
     "ThresholdExceeded",
     "Trace",
     "Tracer",
     "TsensError",
-    "activations_per_sample",
+    "active_counts",
+    "activations_summary",
+    "available_datasets",
+    "boundary_distance",
+    "count_statistics",
+    "data_free_bounds",
+    "describe",
+    "gaussian_bounds",
+    "group_runs",
     "jacobian_norms",
+    "jacobian_summary",
     "load_dataset",
     "load_network",
+    "log10_w",
+    "log_gaussian_abs_moment",
+    "log_membership",
+    "make_table",
+    "measure",
+    "measure_sets",
+    "membership_weighted_mean",
     "parse_activation",
-    "regions_per_sample",
-    "sensitivity_per_sample",
+    "path_scores",
+    "piece_counts",
+    "plan_runs",
+    "previous",
+    "provenance",
+    "read_metadata",
+    "region_ids",
+    "region_statistics",
+    "regions_summary",
+    "report",
+    "shared_region_share",
+    "spearman",
+    "table_provenance",
     "tangent_norms",
-    "traced_batches",
+    "unit_frequencies",
+    "weight_statistics",
+    "write_table",
 ]

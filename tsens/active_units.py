@@ -1,4 +1,4 @@
-"""Active-unit counts per sample and their statistics ([T] Thm 3.2, SPEC §2.4).
+"""Active-unit counts per sample and their statistics ([T] Thm 3.2).
 
 A unit is active when it sits on its activation's piece of largest slope
 (:attr:`tsens.piecewise.Activation.active_code`). ``N_l(x)`` counts the active units of hidden

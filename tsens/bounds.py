@@ -1,9 +1,9 @@
 """Upper bounds on tangent sensitivity ``||T(x)||_F`` and on ``||J_logit(x)||_F``, all in log10
-([T] Thm 3.1–3.2, SPEC §2.3–2.4).
+([T] Thm 3.1–3.2).
 
 Every bound works on the *folded* weights ``F_l = diag(s_l) W_l`` (``s_l = γ/sqrt(σ² + eps)``,
 1 without BatchNorm) that the forward pass uses, and bounds the ``||T||`` of
-:mod:`tsens.tangent`, i.e. with respect to the checkpoint's own W, b, γ, β (SPEC §1). Inside a
+:mod:`tsens.tangent`, i.e. with respect to the checkpoint's own W, b, γ, β. Inside a
 region (``G_k = ∂f/∂z_k``, ``A_{k−1} = ∂a_{k−1}/∂x``, ``R_k = diag(1/σ_k) W_k A_{k−1}``)
 
     ||T||_F² = Σ_k ||G_k diag(s_k)||_F² ||A_{k−1}||_F²  +  Σ_{k with γ} Σ_j ||G_k e_j||² ||e_jᵀ R_k||²
@@ -14,26 +14,26 @@ Biases and β have constant gradients inside a region and contribute nothing. ``
 ``A_{k−1}`` are products of folded weights and slope matrices ``|D| <= I``, so every bound holds
 for any slopes |φ'| <= 1. Three bounds of each term:
 
-* ``paper`` ([T] Thm 3.1, SPEC §2.3.1): every entry of T for an edge of layer k is at most
+* ``paper`` ([T] Thm 3.1): every entry of T for an edge of layer k is at most
   ``N_k · S_k · Π_{l≠k} m_l`` with ``m_l = max|F_l|``, ``S_k = max|s_k|`` and ``N_k`` the paths
   through one edge; ``Q_k = n·d·h_{k−1}·h_k`` entries can be non-zero (``h_0 = h_L = 1``). The
   γ entries of layer k are at most ``P_k · ρ_k · Π_{l≠k} m_l`` with ``ρ_k = max_ja |W_ja|/σ_j``
   and ``P_k = Π_{hidden j≠k} h_j`` paths through one unit, on ``n·d·h_k`` entries.
-* ``path`` (SPEC §2.3.2): ``|G_k| <= U_k = |F_L|···|F_{k+1}|`` and ``|A_{k−1}| <= V_k =
+* ``path``: ``|G_k| <= U_k = |F_L|···|F_{k+1}|`` and ``|A_{k−1}| <= V_k =
   |F_{k−1}|···|F_1|`` entrywise, so the W term is at most ``||U_k diag|s_k| ||_F² ||V_k||_F²`` and
   the γ term ``Σ_j ||U_k e_j||² ||e_jᵀ |W_k| V_k||²/σ_j²``.
-* ``spectral`` (SPEC §2.3.3): ``||M_1···M_r||_F <= ||M_i||_F Π_{j≠i} ||M_j||_2`` for any i; each
+* ``spectral``: ``||M_1···M_r||_F <= ||M_i||_F Π_{j≠i} ||M_j||_2`` for any i; each
   Frobenius norm above is bounded by the smallest such placement over its chain of factors,
   counting the identities ``I_n`` and ``I_d`` at the ends (so ``sqrt(n) Π ||·||_2`` is one of the
   options). The γ term is ``<= min(||G_k||_2² ||R_k||_F², ||G_k||_F² ||R_k||_2²)``, one placement
   over the joint chain.
 
-``sum`` reading: every tangent bound is the ``all`` bound times sqrt(n) (SPEC §2.3). The same
+``sum`` reading: every tangent bound is the ``all`` bound times sqrt(n). The same
 three ideas bound ``||J_logit||_F``: ``sqrt(n d) Π_hidden h_j Π_l m_l`` (paths from i to o times
 the largest path weight, per entry), ``|| |F_L|···|F_1| ||_F``, and the chain placement over
 ``I_n, F_L, ..., F_1, I_d``.
 
-Gaussian bounds (SPEC §2.4), from μ, σ of the total active count N(x) on data: ``gauss`` is
+Gaussian bounds, from μ, σ of the total active count N(x) on data: ``gauss`` is
 ``paper`` with every path count (``N_k`` and ``P_k``) replaced by ``E|N|^{L−1}/(L−1)^{L−1}``;
 ``gauss_paper`` is the author's ``H · w^{k−1} · E|N|^{k−1}/(sqrt(π) k^k)`` (k hidden layers,
 H the widest, ``w = Π_l max|W_l|`` of the raw weights), not scaled by the reading.
@@ -53,14 +53,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .active_units import active_counts
+from .compute import Compute
 from .datasets import Dataset
 from .errors import TsensError
-from .jacobian import reduced_jacobian
 from .kummer import P_MAX, log10_gaussian_abs_moment
+from .measures import Options
 from .network import Layer, Network
-from .sweep import Compute, Progress, gather, traced_batches, warn_overflow
-from .tangent import READINGS, tangent_norms
+from .stream import Progress, SetResult, measure
+from .tangent import READINGS
 
 BOUNDS = ("paper", "path", "spectral")
 """The data-free bounds, for both ``||T||_F`` and ``||J_logit||_F``."""
@@ -70,6 +70,10 @@ GAUSS_BOUNDS = ("gauss", "gauss_paper")
 
 Scaled = tuple[torch.Tensor, float]
 """A matrix as (M, log10 c) standing for c·M, with max|M| = 1 (or M = 0 and log10 c = −inf)."""
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
 
 
 def _log10(x: float) -> float:
@@ -184,7 +188,7 @@ class _Prepared:
 
 def weight_statistics(network: Network) -> dict[str, list[float | None]]:
     """Per Linear layer: max-abs, Frobenius and spectral norms of the raw weight and of the
-    folded one (what the bounds read, SPEC §2.3), and ``bn_scale_max = max|γ/sqrt(σ²+eps)|``
+    folded one (what the bounds read), and ``bn_scale_max = max|γ/sqrt(σ²+eps)|``
     (None without BatchNorm)."""
     prep = _Prepared.of(network)
     out: dict[str, list[float | None]] = {
@@ -209,13 +213,13 @@ def weight_statistics(network: Network) -> dict[str, list[float | None]]:
 
 
 def log10_w(network: Network) -> float:
-    """log10 of ``w = Π_l max|W_l|`` over the raw weight matrices ([T] eq. 5, SPEC §2.4)."""
+    """log10 of ``w = Π_l max|W_l|`` over the raw weight matrices ([T] eq. 5)."""
     return sum(_log10(float(layer.weight.detach().abs().max())) for layer in network.layers)
 
 
 @dataclass(frozen=True)
 class Bounds:
-    """Data-free bounds of one network, log10 (SPEC §2.3).
+    """Data-free bounds of one network, log10.
 
     ``tangent``/``jacobian`` map each of :data:`BOUNDS` to log10 of the bound on ``||T||_F`` (in
     ``reading``) and ``||J_logit||_F``; ``tangent_terms`` gives per Linear layer k the log10 of
@@ -328,13 +332,13 @@ def _combine(sq_terms: list[float], log_factor: float) -> tuple[float, list[floa
 def _reading_factor(reading: str, n: int) -> float:
     """log10 of the factor from the ``all`` to the requested reading: sqrt(n) for ``sum``."""
     if reading not in READINGS:
-        raise TsensError(f"--tangent {reading!r}: expected one of {', '.join(READINGS)}")
+        raise TsensError(f"`reading` {reading!r}: expected one of {', '.join(READINGS)}")
     return 0.5 * math.log10(n) if reading == "sum" else 0.0
 
 
 def data_free_bounds(network: Network, reading: str = "sum") -> Bounds:
     """``paper``, ``path`` and ``spectral`` bounds on ``sup_x ||T(x)||_F`` (in ``reading``) and
-    ``sup_x ||J_logit(x)||_F``, log10 ([T] Thm 3.1, SPEC §2.3; module docstring)."""
+    ``sup_x ||J_logit(x)||_F``, log10 ([T] Thm 3.1; module docstring)."""
     prep = _Prepared.of(network)
     factor = _reading_factor(reading, prep.n)
     edge, node = _paper_counts(prep)
@@ -365,7 +369,7 @@ def _log10_moment(p: int, mu: float, sigma: float, network: Network) -> float:
 def gaussian_bounds(
     network: Network, mu: float, sigma: float, reading: str = "sum"
 ) -> tuple[dict[str, float], list[float]]:
-    """``gauss`` and ``gauss_paper`` (log10, SPEC §2.4) for a total active count N ~ Normal(μ, σ²),
+    """``gauss`` and ``gauss_paper`` (log10) for a total active count N ~ Normal(μ, σ²),
     and the per-layer log10 terms of ``gauss`` (as in :class:`Bounds`).
 
     ``gauss_paper`` is NaN for a network without hidden layers (k = 0: no H, and k^k/w^{k−1}
@@ -391,19 +395,47 @@ def gaussian_bounds(
 
 @dataclass(frozen=True)
 class Measured:
-    """What one pass over a data set gives the bounds to compare with (SPEC §2.2, §2.4)."""
+    """What one pass over a data set gives the bounds to compare with ([T] Def. 3.1, Thm 3.2).
+
+    ``active_mean``/``active_std`` fit N(x) = Σ_l N_l(x) with the population standard deviation
+    (ddof = 0, ``np.std``), as the author's code does for ``gauss_paper``; both are None for a
+    network without hidden layers (no active counts)."""
 
     samples: int
     tangent_mean: float
     tangent_max: float
     jacobian_mean: float
     jacobian_max: float
-    active_mean: float
-    active_std: float
+    active_mean: float | None
+    active_std: float | None
     layer_active_mean: tuple[float, ...]
+    preprocess: str = ""
+    """The preprocessing applied to the data (JSON, as recorded in provenance)."""
 
 
-def measure(
+def measured(result: SetResult) -> Measured:
+    """The means and maxima of ``tangent_fro`` and ``jac_logit_fro`` and the Gaussian fit of the
+    total active count, from a pass that measured ``tangent``, ``jacobian`` (and ``active``)."""
+    cols = result.columns
+    tangent = cols["tangent_fro"].astype(np.float64)
+    jac = cols["jac_logit_fro"].astype(np.float64)
+    active = "active_total" in cols
+    total = cols["active_total"].astype(np.float64) if active else None
+    layers = sorted(k for k in cols if k.startswith("active_l"))
+    return Measured(
+        samples=result.samples,
+        tangent_mean=float(tangent.mean()),
+        tangent_max=float(tangent.max()),
+        jacobian_mean=float(jac.mean()),
+        jacobian_max=float(jac.max()),
+        active_mean=float(total.mean()) if total is not None else None,
+        active_std=float(total.std()) if total is not None else None,
+        layer_active_mean=tuple(float(cols[k].mean()) for k in sorted(layers, key=lambda k: int(k[8:]))),
+        preprocess=result.dataset.preprocess.to_json(),
+    )
+
+
+def measure_for_bounds(
     network: Network,
     dataset: Dataset,
     *,
@@ -411,38 +443,13 @@ def measure(
     compute: Compute | None = None,
     progress: Progress | None = None,
 ) -> Measured:
-    """``||T(x)||_F`` (in ``reading``), ``||J_logit(x)||_F`` and the active counts N_l(x), from one
-    trace per batch; returns their means and maxima and the Gaussian fit of ``N(x) = Σ_l N_l(x)``
-    (σ with ddof = 1, like ``tsens activations``; 0 for one sample). ``compute`` defaults to
-    ``Compute()`` (CPU, float32)."""
-    compute = compute or Compute()
-    chunks = []
-    for trace, _ in traced_batches(network, dataset, compute, progress):
-        chunks.append(
-            {
-                "tangent_fro": tangent_norms(trace, reading),
-                "jac_logit_fro": reduced_jacobian(trace).square().sum((1, 2)).sqrt(),
-                "active": active_counts(trace),
-            }
-        )
-    if not chunks:
-        raise TsensError(f"data set {dataset.spec!r} holds no samples")
-    cols = gather(chunks)
-    warn_overflow(cols, compute.dtype, ("tangent_fro", "jac_logit_fro"))
-    tangent = cols["tangent_fro"].astype(np.float64)
-    jac = cols["jac_logit_fro"].astype(np.float64)
-    counts = cols["active"].astype(np.float64)
-    total = counts.sum(1)
-    return Measured(
-        samples=len(total),
-        tangent_mean=float(tangent.mean()),
-        tangent_max=float(tangent.max()),
-        jacobian_mean=float(jac.mean()),
-        jacobian_max=float(jac.max()),
-        active_mean=float(total.mean()),
-        active_std=float(total.std(ddof=1)) if len(total) > 1 else 0.0,
-        layer_active_mean=tuple(float(v) for v in counts.mean(0)),
+    """One pass of ``dataset`` measuring ``tangent`` (in ``reading``), ``jacobian`` and, with
+    hidden layers, ``active``; see :func:`measured`."""
+    names = ["tangent", "jacobian", *(["active"] if network.depth > 1 else [])]
+    result = measure(
+        network, dataset, names, options=Options(reading=reading), compute=compute, progress=progress
     )
+    return measured(result)
 
 
 @dataclass(frozen=True)
@@ -473,19 +480,46 @@ class Report:
         row["tightest_tangent"] = b.tightest_tangent
         row.update({f"log10_jacobian_{k}": b.jacobian[k] for k in BOUNDS})
         row["tightest_jacobian"] = b.tightest_jacobian
-        if self.measured is not None and self.gauss is not None:
-            m = self.measured
+        if self.measured is not None:
+            m, g = self.measured, self.gauss or {}
             row.update(
                 {
                     "samples": m.samples,
                     "active_mean": m.active_mean,
                     "active_std": m.active_std,
-                    "log10_tangent_gauss": self.gauss["gauss"],
-                    "log10_tangent_gauss_paper": self.gauss["gauss_paper"],
+                    "log10_tangent_gauss": g.get("gauss"),
+                    "log10_tangent_gauss_paper": g.get("gauss_paper"),
                     "log10_tangent_measured_mean": _log10(m.tangent_mean),
                     "log10_tangent_measured_max": _log10(m.tangent_max),
                     "log10_jacobian_measured_mean": _log10(m.jacobian_mean),
                     "log10_jacobian_measured_max": _log10(m.jacobian_max),
+                }
+            )
+        return row
+
+    def summary(self) -> dict[str, Any]:
+        """What ``tsens bound``'s summary shows: the log10 tangent bounds and the tightest, the
+        tightest Jacobian bound, and with data the Gaussian bounds, the largest measured ‖T‖ and
+        ``gap`` = tightest − measured max in decades (None where the measured max is 0, as with
+        a dead layer, or a Gaussian bound does not apply)."""
+        net, b = self.network, self.bounds
+        row: dict[str, Any] = {
+            "checkpoint": net.path,
+            "architecture": "-".join(str(w) for w in net.widths),
+            "reading": b.reading,
+            **{f"log10_tangent_{k}": b.tangent[k] for k in BOUNDS},
+            "tightest_tangent": b.tightest_tangent,
+            "log10_jacobian_tightest": b.jacobian[b.tightest_jacobian],
+        }
+        if self.measured is not None:
+            g = self.gauss or {}
+            t_max = _log10(self.measured.tangent_max)
+            row.update(
+                {
+                    "log10_tangent_gauss": _finite_or_none(g.get("gauss")),
+                    "log10_tangent_gauss_paper": _finite_or_none(g.get("gauss_paper")),
+                    "log10_tangent_measured_max": t_max,
+                    "gap": _finite_or_none(b.tangent[b.tightest_tangent] - t_max),
                 }
             )
         return row
@@ -524,9 +558,11 @@ def report(
     bounds = data_free_bounds(network, reading)
     if dataset is None:
         return Report(network, bounds)
-    measured = measure(network, dataset, reading=reading, compute=compute, progress=progress)
-    gauss, terms = gaussian_bounds(network, measured.active_mean, measured.active_std, reading)
-    return Report(network, bounds, measured, gauss, terms)
+    fit = measure_for_bounds(network, dataset, reading=reading, compute=compute, progress=progress)
+    if fit.active_mean is None or fit.active_std is None:  # no hidden layer: no active counts
+        return Report(network, bounds, fit)
+    gauss, terms = gaussian_bounds(network, fit.active_mean, fit.active_std, reading)
+    return Report(network, bounds, fit, gauss, terms)
 
 
 def bound_columns(with_data: bool) -> tuple[str, ...]:

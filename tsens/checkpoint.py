@@ -1,4 +1,4 @@
-"""Reading checkpoints into a :class:`~tsens.network.Network` (SPEC §1).
+"""Reading checkpoints into a :class:`~tsens.network.Network`.
 
 Formats: ``.safetensors`` and PyTorch files (``.pt``, ``.pth``, ``.bin``, ``.ckpt``), the latter
 only through ``torch.load(..., weights_only=True)``: a file that needs anything but tensors
@@ -11,6 +11,10 @@ Layouts: a state dict, possibly wrapped (``state_dict``, ``model_state_dict``, `
 from the numbers in the prefixes (``0``, ``net.3``, ``fc2``, ``layers.1``), with ``out``,
 ``output``, ``head`` or ``classifier`` last; when that is not enough, the user gives the order
 (``layers=`` or a ``tsens.layers`` metadata entry). Anything else is refused with the key.
+
+Every refusal is a one-line :class:`~tsens.errors.TsensError` that starts with the file's path;
+a file torch cannot parse is reported as truncated or corrupt, without torch's internals.
+:func:`read_metadata` gives a checkpoint's metadata without reading its weights.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import pickletools
 import re
 import warnings
 from collections.abc import Mapping, Sequence
@@ -28,9 +33,9 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from .piecewise import parse_activation
 from .errors import TsensError
 from .network import BatchNorm, Layer, Network
+from .piecewise import parse_activation
 
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 SUFFIXES = (".safetensors", *TORCH_SUFFIXES)
@@ -44,8 +49,9 @@ _ATTENTION = re.compile(r"attn|attention|q_proj|k_proj|v_proj|in_proj|out_proj|q
 _LAYER_NORM = re.compile(r"(^|[._])(ln|layer_?norm|norm)(\d*)($|[._])|layernorm|groupnorm|group_norm")
 _FC_ONLY = "tsens supports fully connected networks only"
 _LAYERS_HINT = (
-    "pass --layers with the key prefixes in order (comma-separated) or store a tsens.layers metadata entry"
+    "give `layers` (the key prefixes in order, comma-separated) or store a tsens.layers metadata entry"
 )
+_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format starts with a local file header
 
 
 def file_sha256(path: str | Path) -> str:
@@ -81,34 +87,62 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     return kept, metadata
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a checkpoint, as :func:`load_network` gives it in ``Network.metadata``,
+    without reading the weights where the format allows: the header of a ``.safetensors``
+    file; a memory-mapped load of a (zip) ``torch.save`` file, whose tensor data is never read;
+    a full weights-only load of a legacy (non-zip) torch file. Missing, corrupt and
+    code-carrying files are refused as by :func:`load_network`."""
+    path = Path(path)
+    _check_file(path)
+    if path.suffix.lower() == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                return dict(f.metadata() or {})
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise _corrupt_safetensors(path, e) from None
+    with path.open("rb") as f:
+        is_zip = f.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
+    obj = _torch_load(path, mmap=is_zip)
+    return _unwrap_metadata(obj)[1]
+
+
 def load_network(
     path: str | Path, *, activation: str | None = None, layers: Sequence[str] | None = None
 ) -> Network:
     """The float64 CPU network stored in ``path``.
 
-    ``activation`` overrides the metadata entry ``tsens.activation`` (default relu); ``layers``
-    (key prefixes in order) overrides ``tsens.layers`` and the order inferred from the keys.
+    One rule for settings the checkpoint records (the same as for preprocessing in
+    :mod:`tsens.stream`): a given ``activation`` wins over the metadata entry
+    ``tsens.activation``, with a warning when they differ; without one the record applies, else
+    relu. ``layers`` (key prefixes in order) overrides ``tsens.layers`` and the order inferred
+    from the keys.
     """
     path = Path(path)
     tensors, metadata = read_checkpoint(path)
     tensors = {k: v.detach().to(device="cpu", dtype=torch.float64) for k, v in tensors.items()}
     modules = _group_modules(path, tensors)
+    source = "`layers`"
     if layers is None and metadata.get("tsens.layers"):
         layers = [p.strip() for p in metadata["tsens.layers"].split(",")]
+        source = "metadata 'tsens.layers'"
     if layers is not None:
-        order, explicit = _explicit_order(path, modules, layers), True
+        order, explicit = _explicit_order(path, modules, layers, source), True
     else:
         order, explicit = _inferred_order(path, modules), False
     eps = _bn_eps(path, metadata)
     chain = _build_chain(path, order, eps, explicit)
-    if activation is not None:
-        act = parse_activation(activation)
+    recorded = metadata.get("tsens.activation")
+    if activation is None:
+        act = parse_activation(recorded or "relu", what=f"{path}: metadata 'tsens.activation'")
     else:
-        spec = metadata.get("tsens.activation", "relu")
-        try:
-            act = parse_activation(spec)
-        except TsensError as e:
-            raise TsensError(f"{path}: metadata 'tsens.activation': {e}") from None
+        act = parse_activation(activation)
+        if recorded is not None and recorded.strip().lower().replace("-", "_") != act.spec:
+            warnings.warn(
+                f"{path}: the given activation {act.spec} differs from the one the checkpoint records "
+                f"(tsens.activation = {recorded}); using the given one",
+                stacklevel=2,
+            )
     return Network(chain, act, metadata, path=str(path), sha256=file_sha256(path))
 
 
@@ -134,41 +168,88 @@ def _brief(e: BaseException) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
+def _corrupt_safetensors(path: Path, e: BaseException) -> TsensError:
+    return TsensError(f"{path}: the file is truncated or not a valid safetensors file ({_brief(e)})")
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open is no dict)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise TsensError(
-            f"{path}: the file is truncated or not a valid safetensors file ({_brief(e)})"
-        ) from None
+        raise _corrupt_safetensors(path, e) from None
     return tensors, metadata
 
 
-def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def _corrupt_torch(path: Path) -> TsensError:
+    return TsensError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt)")
+
+
+def _refuse_code(path: Path, name: str | None) -> TsensError:
+    what = f" ({name})" if name else ""
+    return TsensError(
+        f"{path}: the file contains objects other than tensors{what} and tsens refuses to unpickle "
+        "code; save the state dict as .safetensors (safetensors.torch.save_file(model.state_dict(), ...))"
+    )
+
+
+def _pickled_global(path: Path) -> str | None:
+    """The first thing the file's leading pickle imports that is not torch's own (a class or
+    function a weights-only load refuses), e.g. ``io.open``; None when it imports nothing else or
+    is no complete pickle. Opcodes are only scanned (pickletools), never executed."""
+    pushed: list[str | None] = []  # what each pushing opcode put on the stack, strings only
+    memo: dict[int, str | None] = {}
+    names: list[str] = []
+    try:
+        with path.open("rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name in ("GLOBAL", "INST"):
+                    names.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL":
+                    module, name = pushed[-2:] if len(pushed) >= 2 else [None, None]
+                    names.append(f"{module}.{name}" if module and name else "an unnamed global")
+                elif op.name == "MEMOIZE":
+                    memo[len(memo)] = pushed[-1] if pushed else None
+                elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[int(arg)] = pushed[-1] if pushed else None
+                elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                    pushed.append(memo.get(int(arg)))
+                elif op.name != "FRAME":
+                    pushed.append(arg if isinstance(arg, str) else None)
+    except Exception:  # pickletools raises ValueError and friends on anything not a pickle
+        return None
+    safe = ("torch.", "collections.OrderedDict", "_codecs.encode")
+    return next((n for n in names if not n.startswith(safe)), None)
+
+
+def _torch_load(path: Path, *, mmap: bool = False) -> Mapping[Any, Any]:
+    """``torch.load(weights_only=True)`` of ``path`` as a mapping, every failure a one-line
+    TsensError: code-carrying pickles are refused naming what they import, anything else torch
+    cannot parse (random bytes, a truncated or foreign zip, text) is called corrupt."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        if "weights only load failed" not in str(e).lower():
-            raise TsensError(
-                f"{path}: the file is truncated or not a valid PyTorch file ({_brief(e)})"
-            ) from None
         found = re.search(r"Unsupported (?:global|class): (?:GLOBAL )?([\w.]+)", str(e))
-        what = f" ({found.group(1)})" if found else ""
-        raise TsensError(
-            f"{path}: the file contains objects other than tensors{what} and tsens refuses to unpickle "
-            "code; save the state dict as .safetensors (safetensors.torch.save_file(model.state_dict(), ...))"
-        ) from None
-    except Exception as e:  # torch raises RuntimeError, EOFError, KeyError, ... on corrupt files
-        raise TsensError(f"{path}: the file is truncated or not a valid PyTorch file ({_brief(e)})") from None
+        if found:
+            raise _refuse_code(path, found.group(1)) from None
+        name = _pickled_global(path)  # e.g. a pickle.dumps, refused before its imports are reached
+        if name is not None:
+            raise _refuse_code(path, name) from None
+        raise _corrupt_torch(path) from None
+    except Exception:  # torch raises RuntimeError, EOFError, KeyError, ... on corrupt files
+        raise _corrupt_torch(path) from None
     if not isinstance(obj, Mapping):
         raise TsensError(
             f"{path}: holds a {type(obj).__name__}; expected a state dict (a mapping of names to tensors)"
         )
-    return _unwrap(path, obj)
+    return obj
+
+
+def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    return _unwrap(path, _torch_load(path))
 
 
 def _scalar_text(value: Any) -> str | None:
@@ -178,8 +259,9 @@ def _scalar_text(value: Any) -> str | None:
     return str(value) if isinstance(value, bool | int | float) else None
 
 
-def _unwrap(path: Path, obj: Mapping[Any, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The state dict inside ``obj`` (following wrapper keys) and the scalar entries beside it."""
+def _unwrap_metadata(obj: Mapping[Any, Any]) -> tuple[Mapping[Any, Any], dict[str, str]]:
+    """The innermost mapping of ``obj`` (following wrapper keys) and, as metadata strings, the
+    scalar entries and ``hyper_parameters`` met on the way (outer entries win)."""
     metadata: dict[str, str] = {}
     while True:
         wrapper = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
@@ -192,6 +274,12 @@ def _unwrap(path: Path, obj: Mapping[Any, Any]) -> tuple[dict[str, torch.Tensor]
         if wrapper is None:
             break
         obj = obj[wrapper]
+    return obj, metadata
+
+
+def _unwrap(path: Path, obj: Mapping[Any, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The state dict inside ``obj`` (following wrapper keys) and the scalar entries beside it."""
+    obj, metadata = _unwrap_metadata(obj)
     tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         keys = ", ".join(repr(str(k)) for k in list(obj)[:8]) or "none"
@@ -336,8 +424,11 @@ def _inferred_order(path: Path, modules: dict[str, _Module]) -> list[_Module]:
     return body + [modules[h] for h in heads]
 
 
-def _explicit_order(path: Path, modules: dict[str, _Module], layers: Sequence[str]) -> list[_Module]:
-    """The modules named by ``layers`` in that order; every module must be named exactly once."""
+def _explicit_order(
+    path: Path, modules: dict[str, _Module], layers: Sequence[str], source: str
+) -> list[_Module]:
+    """The modules named by ``layers`` in that order; every module must be named exactly once.
+    ``source`` names where the order came from (the parameter or the metadata entry)."""
     order: list[str] = []
     for given in layers:
         prefix = given
@@ -347,16 +438,17 @@ def _explicit_order(path: Path, modules: dict[str, _Module], layers: Sequence[st
         if prefix not in modules:
             known = ", ".join(sorted(modules))
             raise TsensError(
-                f"{path}: layer {given!r} names no Linear or BatchNorm1d; the key prefixes are {known}"
+                f"{path}: {source}: layer {given!r} names no Linear or BatchNorm1d; "
+                f"the key prefixes are {known}"
             )
         if prefix in order:
-            raise TsensError(f"{path}: layer {given!r} appears twice in the layer order")
+            raise TsensError(f"{path}: {source}: layer {given!r} appears twice in the layer order")
         order.append(prefix)
     for m in modules.values():
         if m.prefix not in order:
             raise TsensError(
-                f"{path}: key {m.key(min(m.params, key=PARAM_NAMES.index))!r} is not used by the layer order "
-                f"{','.join(layers)}; expected every Linear and BatchNorm1d to be listed"
+                f"{path}: {source}: key {m.key(min(m.params, key=PARAM_NAMES.index))!r} is not used by "
+                f"the layer order {','.join(layers)}; expected every Linear and BatchNorm1d to be listed"
             )
     return [modules[p] for p in order]
 

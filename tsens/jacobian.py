@@ -1,4 +1,4 @@
-"""Input–output Jacobian norms per sample ([N] §3, SPEC §2.1).
+"""Input–output Jacobian norms per sample ([N] §3).
 
 ``J_logit = G_1 diag(s_1) W_1`` and, with the thin SVD ``W_1 = U S Vᵀ`` (see
 :mod:`tsens.trace`), ``J_logit = J̃ Vᵀ`` with ``J̃ = G_1 diag(s_1) U S`` (n × r, r <= min(h_1, d)),

@@ -1,4 +1,4 @@
-"""Absolute moments of a Gaussian via Kummer's function, in log space (SPEC §2.4).
+"""Absolute moments of a Gaussian via Kummer's function, in log space.
 
 ``E|N|^p = σ^p 2^{p/2} Γ((p+1)/2)/sqrt(π) · ₁F₁(−p/2; 1/2; −μ²/(2σ²))`` for N ~ Normal(μ, σ²)
 (Winkelbauer 2012, "Moments and absolute moments of the normal distribution", arXiv:1209.4340).
@@ -62,7 +62,7 @@ def _log_kummer_small(p: float, x: float) -> float:
 def log_hyp1f1(a: float, b: float, z: float) -> float:
     """Natural log of Kummer's ₁F₁(a; b; z) for ``b = 1/2``, ``a = −p/2 <= 0``, ``z <= 0``.
 
-    This is the case of Gaussian absolute moments (SPEC §2.4), where ₁F₁ > 0; other
+    This is the case of Gaussian absolute moments, where ₁F₁ > 0; other
     arguments raise ValueError. Accurate to about 1e-15 relative in the log for ``|z|`` up to
     at least 5e5 and ``p = −2a`` up to ``P_MAX``.
     """
@@ -80,7 +80,7 @@ def log_hyp1f1(a: float, b: float, z: float) -> float:
 
 
 def log_gaussian_abs_moment(p: float, mu: float, sigma: float) -> float:
-    """``ln E|N|^p`` for ``N ~ Normal(mu, sigma²)`` (Winkelbauer 2012; SPEC §2.4).
+    """``ln E|N|^p`` for ``N ~ Normal(mu, sigma²)`` (Winkelbauer 2012;).
 
     ``sigma = 0`` is the point mass at mu (``p·ln|mu|``, ``-inf`` when mu = 0 < p); ``p = 0``
     gives 0. Negative or non-finite sigma, and p outside ``[0, P_MAX]``, raise ValueError.

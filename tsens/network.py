@@ -1,4 +1,4 @@
-"""The network object every measure works on (SPEC §1).
+"""The network object every measure works on.
 
 A :class:`Network` is a chain of :class:`Layer` s (Linear, optionally followed by an eval-mode
 BatchNorm1d), a piecewise-linear activation between them and raw logits at the end. Parameters
@@ -102,7 +102,7 @@ class Layer:
 
 @dataclass(frozen=True)
 class Network:
-    """A fully connected piecewise-linear network ``f(x) = z_L`` (SPEC §1)."""
+    """A fully connected piecewise-linear network ``f(x) = z_L``."""
 
     layers: tuple[Layer, ...]
     activation: Activation = field(default_factory=lambda: parse_activation("relu"))

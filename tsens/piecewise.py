@@ -1,4 +1,4 @@
-"""Piecewise-linear activation functions (SPEC §1).
+"""Piecewise-linear activation functions.
 
 Each function is described by its breakpoints and the constant slope of every piece, which is
 all any measure needs: the *code* of a unit is the index of its piece (the number of
@@ -88,25 +88,39 @@ class Activation:
         }[self.name]()
 
 
-def parse_activation(spec: str) -> Activation:
-    """``relu``, ``leaky_relu[:alpha]`` (default 0.01), ``relu6``, ``hardtanh``, ``hardsigmoid``."""
-    name, _, arg = spec.strip().lower().replace("-", "_").partition(":")
+def parse_activation(spec: str, *, what: str = "`activation`") -> Activation:
+    """``relu``, ``leaky_relu[:alpha]`` (default 0.01, 0 <= alpha < 1), ``relu6``, ``hardtanh``,
+    ``hardsigmoid``.
+
+    The name is case-insensitive and ``-`` may stand for ``_`` (``Leaky-ReLU:0.2``); only the
+    name is normalised, so the argument after ``:`` is read as written (``leaky_relu:-3`` is a
+    slope of -3, refused as out of range). ``what`` names the source of ``spec`` in error
+    messages: the library parameter by default, a checkpoint's metadata entry when loading.
+    """
+    raw_name, colon, raw_arg = spec.strip().partition(":")
+    name, arg = raw_name.strip().lower().replace("-", "_"), raw_arg.strip()
     if name not in NAMES:
         raise TsensError(
-            f"activation {spec!r} is not supported; expected one of "
+            f"{what} {spec!r} is not supported; expected one of "
             "relu, leaky_relu[:alpha], relu6, hardtanh, hardsigmoid (piecewise linear only)"
         )
-    if arg and name != "leaky_relu":
-        raise TsensError(f"activation {spec!r}: only leaky_relu takes a parameter")
+    if colon and name != "leaky_relu":
+        raise TsensError(
+            f"{what} {spec!r}: {name} takes no parameter (only leaky_relu does, e.g. leaky_relu:0.01)"
+        )
     if name == "relu":
         return Activation("relu", (0.0,), (0.0, 1.0))
     if name == "leaky_relu":
-        try:
-            alpha = float(arg) if arg else 0.01
-        except ValueError:
-            raise TsensError(f"activation {spec!r}: the slope after ':' must be a number") from None
+        alpha = 0.01
+        if colon:
+            try:
+                alpha = float(arg)
+            except ValueError:
+                raise TsensError(
+                    f"{what} {spec!r}: the negative slope after ':' must be a number, got {arg!r}"
+                ) from None
         if not 0 <= alpha < 1:
-            raise TsensError(f"activation {spec!r}: the negative slope must lie in [0, 1)")
+            raise TsensError(f"{what} {spec!r}: the negative slope must lie in [0, 1), got {arg}")
         return Activation("leaky_relu", (0.0,), (alpha, 1.0), alpha)
     if name == "relu6":
         return Activation("relu6", (0.0, 6.0), (0.0, 1.0, 0.0))

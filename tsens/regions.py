@@ -1,4 +1,4 @@
-"""Activation regions: identities, membership, exact boundary distance ([T] §3.1, SPEC §2.5).
+"""Activation regions: identities, membership, exact boundary distance ([T] §3.1).
 
 * A region id is the 64-bit BLAKE2b hash of the bit-packed activation pattern (every hidden
   unit's piece code, ceil(log2 pieces) bits each). Two different patterns share an id with
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .active_units import active_counts
+from .errors import TsensError
 from .trace import Trace
 
 MEMBERSHIP_MODES = ("preact", "indicator")
@@ -45,9 +46,9 @@ def region_ids(trace: Trace) -> np.ndarray:
 
 
 def log_membership(trace: Trace, mode: str = "preact", temperature: float = 1.0) -> torch.Tensor:
-    """``log p(x)`` per sample (SPEC §2.5, [T] eq. 4)."""
+    """``log p(x)`` per sample ([T] eq. 4)."""
     if mode not in MEMBERSHIP_MODES:
-        raise ValueError(f"membership mode must be one of {MEMBERSHIP_MODES}, not {mode!r}")
+        raise TsensError(f"`membership` {mode!r}: expected one of {', '.join(MEMBERSHIP_MODES)}")
     act = trace.tracer.activation
     total = torch.zeros(trace.batch_size, dtype=trace.logits.dtype, device=trace.logits.device)
     for z, code in zip(trace.preacts, trace.codes, strict=True):

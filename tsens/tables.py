@@ -1,4 +1,4 @@
-"""Writing result tables: one writer for every command, with provenance (SPEC §3).
+"""Writing result tables: one writer for every command, with provenance.
 
 The format follows the output path's suffix (``.parquet``, ``.arrow``/``.feather``, ``.csv``,
 ``.json``, ``.jsonl``) or an explicit ``fmt``; ``-`` writes to stdout (an Arrow IPC stream unless

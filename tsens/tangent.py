@@ -1,4 +1,4 @@
-"""Tangent sample sensitivity ``||T(x)||_F`` in closed form ([T] Def. 3.1, SPEC §2.2).
+"""Tangent sample sensitivity ``||T(x)||_F`` in closed form ([T] Def. 3.1).
 
 ``T(x) = ∂/∂x ∇_θ f(x)``. Inside an activation region, for Linear l with BatchNorm scale
 ``s_l = γ/sqrt(σ² + eps)`` (1 without BN), ``∂f_c/∂W_l = (G_l diag(s_l))_cᵀ a_{l-1}ᵀ`` with
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from .errors import TsensError
 from .trace import Trace
 
 READINGS = ("sum", "all")
@@ -28,7 +29,7 @@ def tangent_sqnorms(
 ) -> torch.Tensor:
     """``||T(x)||_F²`` per sample (B,); ``probes`` switches to the Hutchinson estimate."""
     if reading not in READINGS:
-        raise ValueError(f"tangent reading must be one of {READINGS}, not {reading!r}")
+        raise TsensError(f"`reading` {reading!r}: expected one of {', '.join(READINGS)}")
     tr = trace.tracer
     depth = len(tr.weights)
     layers = tr.network.layers

@@ -1,11 +1,11 @@
 """One forward trace of a network over a batch, and the derivative recursions built on it.
 
 Every measure reads a :class:`Trace`: the pre-activations, piece codes and slopes of each
-hidden layer (SPEC §1), the logits, and — computed lazily, once, and shared between measures —
+hidden layer, the logits, and — computed lazily, once, and shared between measures —
 
 * the output gradients ``G_l = ∂f/∂z_l`` (n × h_l per sample; ``G_l = G_{l+1} W_{l+1} D_l``),
 * the squared input-gradient row norms ``r_l[j] = ||∂u_{l,j}/∂x||²`` of the *raw* Linear
-  outputs ``u_l = W_l a_{l-1}`` (before any BatchNorm scale), from the recursion of SPEC §2.2
+  outputs ``u_l = W_l a_{l-1}`` (before any BatchNorm scale), from the recursion of
   in factored form: with the thin SVD ``W_1 = U S Vᵀ`` (rank r <= min(h_1, d)),
   ``∂u_l/∂x = E_l Vᵀ`` where ``E_1 = U S`` and ``E_l = W_l D_{l-1} s_{l-1} E_{l-1}``; V has
   orthonormal columns, so row norms of E_l are those of ∂u_l/∂x and no d-sized work is done
@@ -71,7 +71,7 @@ class Tracer:
 
 @dataclass
 class Trace:
-    """Per-layer forward quantities of one batch (SPEC §1); lists run over hidden layers 1..L-1."""
+    """Per-layer forward quantities of one batch; lists run over hidden layers 1..L-1."""
 
     tracer: Tracer
     x: torch.Tensor

@@ -1,11 +1,14 @@
 """The ``tsens`` command line: parses options, calls the library, renders results.
 
-User errors (:class:`tsens.errors.TsensError`) end in one line on stderr and exit code 2;
-``--debug`` shows the traceback. Exit code 1 is reserved for ``--fail-above/--fail-below``.
+User errors (:class:`tsens.errors.TsensError`, and click's usage errors) end in one line on
+stderr and exit code 2; ``--debug`` (anywhere on the command line) shows the traceback. Exit
+code 1 is reserved for ``--fail-above/--fail-below``; a reader that closes the pipe early
+(``| head``) ends the command quietly with 141, the shell's code for SIGPIPE.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from typing import Any
@@ -13,46 +16,65 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..errors import ThresholdExceeded, TsensError
+from ..errors import Note, ThresholdExceeded, TsensError
 from . import render
 from .activations import activations
 from .bound import bound
+from .command import option_names
 from .datasets import datasets
 from .info import info
 from .jacobian import jacobian
+from .options import debug_option
 from .regions import regions
+
+BROKEN_PIPE = 141
 
 
 class _Group(click.Group):
     """A click group that turns user errors into one-line messages with exit code 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        debug = "--debug" in sys.argv[1:] or bool(ctx.params.get("debug"))
         try:
             with warnings.catch_warnings():
+                warnings.simplefilter("default")
                 warnings.showwarning = _show_warning
                 return super().invoke(ctx)
         except TsensError as exc:
-            if debug:
+            if ctx.meta.get("tsens.debug"):
                 raise
             render.error("tsens: error: ", str(exc))
+            ctx.exit(2)
+        except click.UsageError as exc:
+            if ctx.meta.get("tsens.debug"):
+                raise
+            where = exc.ctx.command_path if exc.ctx is not None else "tsens"
+            render.error("tsens: error: ", f"{exc.format_message()} (see {where} --help)")
             ctx.exit(2)
         except ThresholdExceeded as exc:
             render.error("tsens: threshold crossed: ", str(exc))
             ctx.exit(1)
+        except BrokenPipeError:
+            # The reader went away (| head): silence the interpreter's last flush of stdout.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(BROKEN_PIPE)
 
 
 def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-    render.warn(str(message))
+    ctx = click.get_current_context(silent=True)
+    text = str(TsensError(str(message)).for_options(option_names(ctx.command) if ctx else {}))
+    if issubclass(category, Note):
+        render.note(f"note: {text}")
+    else:
+        render.warn(text)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tsens")
-@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
-def main(debug: bool) -> None:
+@debug_option
+def main() -> None:
     """Sensitivity, activation regions and generalization estimates of trained ReLU MLPs,
-    from checkpoints and unlabeled data. Tables go to -o (or stdout with -o -); summaries to
-    stderr."""
+    from checkpoints and unlabeled data. Tables go to -o (or stdout with -o -) and --summary;
+    summaries to stderr."""
 
 
 for _command in (info, datasets, bound, jacobian, activations, regions):

@@ -5,70 +5,60 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import numpy as np
 
-from ..active_units import count_statistics
-from ..sweep import activations_per_sample
-from . import options, render
+from ..stream import measure
+from ..summaries import activations_summary, unit_frequencies
+from . import inputs, options, render
+from .command import command
+from .outputs import Tables, checked_targets
+
+_STATS = ("mean", "variance", "skewness", "excess_kurtosis", "normality_p")
 
 
-@click.command()
+@command()
 @options.checkpoint_options
-@click.option(
-    "--data", "data_spec", required=True, help="Data set: a name (digits, cifar-test, ...) or a file."
-)
-@options.data_options
+@options.data_option()
+@options.preprocess_options
 @click.option("--per-unit", is_flag=True, help="One row per hidden unit with its activation frequency.")
 @options.compute_options
 @options.output_options
-def activations(data_spec: str, **params: Any) -> None:
+@checked_targets
+def activations(**params: Any) -> None:
     """Active units per hidden layer and in total, N_l(x) and N(x) ([T] Thm 3.2).
 
     A unit is active on its activation's piece of largest slope (ReLU: z > 0). The summary
     gives mean, variance, skewness, excess kurtosis and a normality p-value per layer, and the
     dead (never active) and always-active units on this data.
     """
-    nets, data, compute = options.inputs(data_spec, params)
-    tables = []
-    for net in nets:
-        with options.progress_for(params, net.path, len(data)) as progress:
-            cols, totals = activations_per_sample(net, data, compute=compute, progress=progress)
-        active = net.activation.active_code
-        if params["per_unit"]:
-            units = _unit_columns(totals, len(data), active)
-            tables.append(options.per_checkpoint_table(net, units))
-        else:
-            tables.append(options.per_checkpoint_table(net, cols, {"sample": np.arange(len(data))}))
-        if not params["quiet"]:
-            _summary(net.path, net.describe(), cols, totals, len(data), active)
-    options.emit("activations", tables, nets, {"data": data_spec}, {**params, "data": data_spec})
+    compute = inputs.compute(params)
+    refs = inputs.checkpoints(params)
+    data = inputs.dataset(params["data"], params)
+    tables = Tables("activations", params, {"data": params["data"]})
+    for ref in refs:
+        net = inputs.load(ref, params)
+        with render.progress(params, net.path, len(data)) as progress:
+            result = measure(net, data, ["active"], compute=compute, progress=progress)
+        row = activations_summary(result)
+        cols = unit_frequencies(result) if params["per_unit"] else result.columns
+        tables.add(ref, net, cols, [row], {"preprocess": result.dataset.preprocess.to_json()})
+        if not inputs.quiet(params):
+            _render(row, net.describe())
+    tables.write()
 
 
-def _unit_columns(totals: list[np.ndarray], n: int, active: int) -> dict[str, np.ndarray]:
-    layer = np.concatenate([np.full(len(t), l) for l, t in enumerate(totals, 1)])
-    unit = np.concatenate([np.arange(len(t)) for t in totals])
-    freq = np.concatenate([t / n for t in totals])
-    cols = {"layer": layer, "unit": unit, "active_frequency": freq[:, active]}
-    if freq.shape[1] > 2:
-        cols.update({f"piece{k}_frequency": freq[:, k] for k in range(freq.shape[1])})
-    return cols
-
-
-def _summary(
-    path: str, arch: str, cols: dict[str, np.ndarray], totals: list[np.ndarray], n: int, active: int
-) -> None:
-    rows = []
-    for l, t in enumerate(totals, 1):
-        s = count_statistics(cols[f"active_l{l}"])
-        dead = int((t[:, active] == 0).sum())
-        always = int((t[:, active] == n).sum())
-        rows.append((f"layer {l} ({len(t)})", *s.values(), dead, always))
-    s = count_statistics(cols["active_total"])
-    dead = sum(int((t[:, active] == 0).sum()) for t in totals)
-    always = sum(int((t[:, active] == n).sum()) for t in totals)
-    rows.append(("total", *s.values(), dead, always))
+def _render(row: dict[str, Any], arch: str) -> None:
+    layers = [k.removeprefix("width_") for k in row if k.startswith("width_")]
+    rows = [
+        (
+            f"layer {key[1:]} ({row[f'width_{key}']})" if key != "total" else "total",
+            *(row[f"active_{key}_{s}"] for s in _STATS),
+            row[f"dead_{key}"],
+            row[f"always_on_{key}"],
+        )
+        for key in layers
+    ]
     render.show_table(
-        f"{path}: {arch}, active units on {n:,} samples",
+        f"{row['checkpoint']}: {arch}, active units on {row['samples']:,} samples",
         ["layer (width)", "mean", "variance", "skewness", "ex. kurtosis", "normal p", "dead", "always on"],
         rows,
     )

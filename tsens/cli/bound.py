@@ -1,8 +1,9 @@
-"""``tsens bound``: data-free bounds on tangent sensitivity and the Jacobian (SPEC §2.3), and with
-data the Gaussian bounds (SPEC §2.4) beside the measured values."""
+"""``tsens bound``: data-free bounds on tangent sensitivity and the Jacobian ([T] Thm 3.1), and
+with data the Gaussian bounds ([T] Thm 3.2, eq. 2) beside the measured values."""
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -10,9 +11,11 @@ import click
 from rich import box
 from rich.table import Table
 
-from ..bounds import BOUNDS, Report, crossings, report, resolve_bound
+from ..bounds import BOUNDS, crossings, report, resolve_bound
 from ..errors import ThresholdExceeded, TsensError
-from . import options, render
+from . import inputs, options, render
+from .command import command
+from .outputs import Tables, checked_targets
 
 Threshold = tuple[str, float]
 
@@ -38,15 +41,12 @@ def _resolve(thresholds: list[Threshold], with_data: bool, option: str) -> list[
         raise click.BadParameter(str(exc), param_hint=option) from None
 
 
-@click.command()
+@command()
 @options.checkpoint_options
-@click.option(
-    "--data",
-    "data_spec",
-    default=None,
-    help="Data set for the active-count fit (gauss, gauss-paper) and the measured ‖T‖, ‖J‖.",
+@options.data_option(
+    required=False, help="Data set for the active-count fit (gauss, gauss-paper) and the measured ‖T‖, ‖J‖."
 )
-@options.data_options
+@options.preprocess_options
 @click.option(
     "--per-layer", is_flag=True, help="One row per Linear layer: weight norms and each bound's layer term."
 )
@@ -69,9 +69,10 @@ def _resolve(thresholds: list[Threshold], with_data: bool, option: str) -> list[
 )
 @options.compute_options
 @options.output_options
-def bound(data_spec: str | None, **params: Any) -> None:
+@checked_targets
+def bound(**params: Any) -> None:
     """Upper bounds on tangent sensitivity ‖T(x)‖_F and on ‖J_logit(x)‖_F, in log10, one row
-    per checkpoint ([T] Thm 3.1–3.2, SPEC §2.3–2.4).
+    per checkpoint ([T] Thm 3.1–3.2).
 
     Data-free: paper (eq. 1, explicit constants), path (sums over paths of |weights|) and
     spectral (norm products), and the tightest of each; the weight norms they read (raw and
@@ -86,27 +87,34 @@ def bound(data_spec: str | None, **params: Any) -> None:
     also gauss, gauss_paper, tangent_measured_mean, tangent_measured_max,
     jacobian_measured_mean, jacobian_measured_max. Example: --fail-above path=12.
     """
-    with_data = data_spec is not None
+    with_data = params["data"] is not None
     above = _resolve(params["fail_above"], with_data, "--fail-above")
     below = _resolve(params["fail_below"], with_data, "--fail-below")
-    nets = options.networks(params)
-    data = options.dataset(data_spec, params) if data_spec is not None else None
-    compute = options.compute(params) if with_data else None
-    reports = []
-    for net in nets:
-        with options.progress_for(params, net.path, len(data) if data is not None else 0) as progress:
-            reports.append(
-                report(net, reading=params["reading"], dataset=data, compute=compute, progress=progress)
+    compute = inputs.compute(params)
+    refs = inputs.checkpoints(params)
+    data = inputs.dataset(params["data"], params) if with_data else None
+    tables = Tables("bound", params, {"data": params["data"]})
+    rows, summaries = [], []
+    for ref in refs:
+        net = inputs.load(ref, params)
+        with render.progress(params, net.path, len(data) if data is not None else 0) as progress:
+            rep = report(
+                net,
+                reading=params["reading"],
+                dataset=data,
+                compute=compute if with_data else None,
+                progress=progress,
             )
-    rows = [rep.row() for rep in reports]
-    tables = []
-    for rep, row in zip(reports, rows, strict=True):
+        row = rep.row()
         cols = rep.layer_rows() if params["per_layer"] else {k: [v] for k, v in row.items()}
         cols.pop("checkpoint")
-        tables.append(options.per_checkpoint_table(rep.network, cols))
-    if not params["quiet"]:
-        _summary(reports, rows, params["reading"], with_data)
-    options.emit("bound", tables, nets, {"data": data_spec}, {**params, "data": data_spec})
+        summaries.append(rep.summary())
+        applied = {"preprocess": rep.measured.preprocess} if rep.measured is not None else {}
+        tables.add(ref, net, cols, [summaries[-1]], applied)
+        rows.append(row)
+    if not inputs.quiet(params):
+        _render(summaries, params["reading"], with_data)
+    tables.write()
     crossed = [msg for row in rows for msg in crossings(row, above, below)]
     if crossed:
         raise ThresholdExceeded("; ".join(crossed))
@@ -121,10 +129,10 @@ def _labels(paths: list[str]) -> tuple[str, list[str]]:
     return common, [os.path.relpath(p, common) if common else p for p in paths]
 
 
-def _summary(reports: list[Report], rows: list[dict[str, Any]], reading: str, with_data: bool) -> None:
+def _render(rows: list[dict[str, Any]], reading: str, with_data: bool) -> None:
     """One compact table (fits 80 columns with data): log10 tangent bounds, the tightest, the
     tightest Jacobian bound, and with data the Gaussian bounds, the measured max ‖T‖ and the gap."""
-    common, labels = _labels([rep.network.path for rep in reports])
+    common, labels = _labels([r["checkpoint"] for r in rows])
     table = Table(
         title=f"tsens bound: {common}/" if common else "tsens bound",
         box=box.SIMPLE_HEAD,
@@ -134,23 +142,15 @@ def _summary(reports: list[Report], rows: list[dict[str, Any]], reading: str, wi
         caption_justify="left",
     )
     table.add_column("checkpoint", overflow="fold", min_width=14)
+    keys = [*(f"log10_tangent_{k}" for k in BOUNDS), "tightest_tangent", "log10_jacobian_tightest"]
     header = [*BOUNDS, "tightest", "J"]
     if with_data:
+        keys += ["log10_tangent_gauss", "log10_tangent_gauss_paper", "log10_tangent_measured_max", "gap"]
         header += ["gauss", "g-paper", "max", "gap"]
     for name in header:
         table.add_column(name, justify="right", no_wrap=True)
-    for rep, r, label in zip(reports, rows, labels, strict=True):
-        b = rep.bounds
-        cells = [*(f"{b.tangent[k]:.2f}" for k in BOUNDS), b.tightest_tangent]
-        cells.append(f"{b.jacobian[b.tightest_jacobian]:.2f}")
-        if with_data:
-            t_max = r["log10_tangent_measured_max"]
-            cells += [
-                f"{r['log10_tangent_gauss']:.2f}",
-                f"{r['log10_tangent_gauss_paper']:.2f}",
-                f"{t_max:.2f}",
-                f"{b.tangent[b.tightest_tangent] - t_max:.2f}",
-            ]
+    for r, label in zip(rows, labels, strict=True):
+        cells = [v if isinstance(v, str) else _decades(v) for v in (r[k] for k in keys)]
         table.add_row(f"{label} ({r['architecture']})", *cells)
     table.caption = (
         f"log10 bounds on ‖T(x)‖_F ({reading} reading) over all inputs; J = the tightest bound on "
@@ -159,8 +159,14 @@ def _summary(reports: list[Report], rows: list[dict[str, Any]], reading: str, wi
     if with_data:
         table.caption += (
             " max = the largest ‖T(x)‖_F measured on the data; gap = tightest − max, in decades. "
-            "gauss, g-paper (SPEC §2.4) hold in expectation under the Gaussian fit of the active count."
+            "gauss, g-paper ([T] eq. 2) hold in expectation under the Gaussian fit of the active count; "
+            "n/a where they do not apply (no hidden layer, or a measured max of 0)."
         )
     else:
         table.caption += " gauss, gauss-paper and measured values need --data."
     render.console.print(table)
+
+
+def _decades(value: float | None) -> str:
+    """log10 values with two decimals; inf as inf, None as n/a."""
+    return render.fmt(value) if value is None or not math.isfinite(value) else f"{value:.2f}"

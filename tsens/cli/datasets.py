@@ -1,17 +1,45 @@
-"""``tsens datasets``: which named data sets are available locally."""
+"""``tsens datasets``: which named data sets are available locally, as a table."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import click
 
 from ..datasets import available_datasets
+from ..tables import make_table, provenance, write_table
 from . import render
+from .command import command
+from .options import debug_option
+from .outputs import checked_targets
 
 
-@click.command()
+@command()
 @click.option(
     "--data-root", type=click.Path(file_okay=False), default=None, help="Where named data sets live."
 )
-def datasets(data_root: str | None) -> None:
+@click.option(
+    "-o", "--output", default=None, metavar="PATH", help="Write the listing as a table (- = stdout)."
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["parquet", "arrow", "csv", "json", "jsonl"]), default=None
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
+@click.option("-q", "--quiet", is_flag=True, help="No listing on stderr.")
+@debug_option
+@checked_targets
+def datasets(**params: Any) -> None:
     """List the named data sets and where each was found (nothing is ever downloaded)."""
-    render.show_table("named data sets", ["name", "found at"], available_datasets(data_root))
+    rows = available_datasets(params["data_root"])
+    table = make_table(
+        {
+            "name": [n for n, _ in rows],
+            "found_at": [w for _, w in rows],
+            "available": [w != "not found" for _, w in rows],
+        },
+        provenance("datasets", options=params),
+    )
+    if not params["quiet"]:
+        render.show_table("named data sets", ["name", "found at"], rows)
+    if params["output"]:
+        write_table(table, params["output"], fmt=params["fmt"], force=params["force"])

@@ -4,24 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
-
 from ..network import weight_norms
-from . import options, render
+from . import inputs, options, render
+from .command import command
+from .outputs import Tables, checked_targets
 
 
-@click.command()
+@command()
 @options.checkpoint_options
 @options.output_options
+@checked_targets
 def info(**params: Any) -> None:
     """Architecture, parameter count, per-layer norms and metadata of each checkpoint.
 
     One row per Linear layer: shape, bias, BatchNorm, and the Frobenius, spectral and
     max-abs norms of the raw weight matrix.
     """
-    nets = options.networks(params)
-    tables = []
-    for net in nets:
+    tables = Tables("info", params, {})
+    for ref in inputs.checkpoints(params):
+        net = inputs.load(ref, params)
         rows: dict[str, list[Any]] = {
             k: []
             for k in (
@@ -50,9 +51,16 @@ def info(**params: Any) -> None:
                 *norms.items(),
             ):
                 rows[key].append(value)
-        tables.append(
-            options.per_checkpoint_table(net, rows, {"activation": [net.activation.spec] * net.depth})
-        )
+        summary = {
+            "checkpoint": net.path,
+            "architecture": "-".join(str(w) for w in net.widths),
+            "activation": net.activation.spec,
+            "parameters": net.num_parameters,
+            "batchnorm": net.has_batchnorm,
+            "bias": net.has_bias,
+            "sha256": net.sha256,
+        }
+        tables.add(ref, net, rows, [summary], lead={"activation": [net.activation.spec] * net.depth})
         if not params["quiet"]:
             render.show_table(
                 f"{net.path}: {net.describe()}, {net.num_parameters:,} parameters",
@@ -77,4 +85,4 @@ def info(**params: Any) -> None:
             )
             if net.metadata:
                 render.show_mapping("metadata", net.metadata)
-    options.emit("info", tables, nets, {}, params)
+    tables.write()

@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import numpy as np
 
 from ..errors import TsensError
-from ..sweep import sensitivity_per_sample
-from . import options, render
-from .summaries import DESCRIBE_HEADER, describe
+from ..measures import Options
+from ..stream import measure
+from ..summaries import DESCRIBED, SENSITIVITY_COLUMNS, jacobian_summary
+from . import inputs, options, render
+from .command import command
+from .outputs import Tables, checked_targets
 
 MEASURES = ("jacobian", "tangent")
 
@@ -23,12 +25,10 @@ def _measures(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
     return chosen
 
 
-@click.command()
+@command()
 @options.checkpoint_options
-@click.option(
-    "--data", "data_spec", required=True, help="Data set: a name (digits, cifar-test, ...) or a file."
-)
-@options.data_options
+@options.data_option()
+@options.preprocess_options
 @click.option(
     "--measures",
     default="jacobian,tangent",
@@ -39,66 +39,60 @@ def _measures(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
 @options.tangent_option("T of the summed logits (sum) or of every logit (all).")
 @click.option(
     "--probes",
-    type=click.IntRange(min=1),
+    type=int,
     default=None,
     help="Hutchinson estimate of ‖T‖ with this many probes (for very wide layers); default exact.",
 )
 @options.compute_options
 @options.output_options
-def jacobian(data_spec: str, **params: Any) -> None:
-    """Per-sample Jacobian norms ‖J_prob‖_F, ‖J_logit‖_F and tangent sensitivity ‖T(x)‖_F.
+@checked_targets
+def jacobian(**params: Any) -> None:
+    """Per-sample Jacobian norms ‖J_prob‖_F, ‖J_logit‖_F ([N] §3) and tangent sensitivity
+    ‖T(x)‖_F ([T] Def. 3.1), in exact closed forms.
 
-    Exact closed forms (SPEC §2.1–2.2). With labels also loss (nats), correctness and the true
-    class's ‖J_y‖₂ with [N] App. A.3's loss-based predictions beside it. Bigger = more
-    sensitive.
+    With labels also loss (nats), correctness and the true class's ‖J_y‖₂ with [N] App. A.3's
+    loss-based predictions beside it. Bigger = more sensitive.
     """
     if params["probes"] is not None and "tangent" not in params["measures"]:
         raise TsensError("--probes only applies to the tangent measure; add it to --measures")
-    nets, data, compute = options.inputs(data_spec, params)
-    tables = []
-    for net in nets:
-        with options.progress_for(params, net.path, len(data)) as progress:
-            cols = sensitivity_per_sample(
+    settings = Options(reading=params["reading"], probes=params["probes"])
+    compute = inputs.compute(params)
+    refs = inputs.checkpoints(params)
+    data = inputs.dataset(params["data"], params)
+    tables = Tables("jacobian", params, {"data": params["data"]})
+    for ref in refs:
+        net = inputs.load(ref, params)
+        with render.progress(params, net.path, len(data)) as progress:
+            result = measure(
                 net,
                 data,
-                jacobian="jacobian" in params["measures"],
-                tangent=params["reading"] if "tangent" in params["measures"] else None,
-                probes=params["probes"],
+                ["predictions", *params["measures"]],
+                options=settings,
                 compute=compute,
                 progress=progress,
             )
-        if params["probes"] is not None:
-            cols["tangent_fro_estimate"] = cols.pop("tangent_fro")
-        tables.append(options.per_checkpoint_table(net, cols, {"sample": np.arange(len(data))}))
-        if not params["quiet"]:
-            _summary(net.path, net.describe(), cols, len(data))
-    options.emit("jacobian", tables, nets, {"data": data_spec}, {**params, "data": data_spec})
+        row = jacobian_summary(result)
+        tables.add(ref, net, result.columns, [row], {"preprocess": result.dataset.preprocess.to_json()})
+        if not inputs.quiet(params):
+            _render(row, net.describe())
+    tables.write()
 
 
-def _summary(path: str, arch: str, cols: dict[str, np.ndarray], n: int) -> None:
-    from scipy import stats  # deferred: scipy.stats is slow to import
-
-    names = [k for k in ("jac_prob_fro", "jac_logit_fro", "tangent_fro", "tangent_fro_estimate") if k in cols]
+def _render(row: dict[str, Any], arch: str) -> None:
+    names = [c for c in SENSITIVITY_COLUMNS if f"{c}_mean" in row]
     caption = ""
-    if "loss" in cols:
-        caption = f"loss {cols['loss'].mean():.4g} nats, accuracy {cols['correct'].mean():.2%}"
+    if "loss_mean" in row:
+        caption = f"loss {render.fmt(row['loss_mean'])} nats, accuracy {row['accuracy']:.2%}"
         for name in names:
-            rho = stats.spearmanr(cols[name], cols["loss"]).statistic
-            caption += f"; Spearman({name}, loss) = {rho:.3f}"
-        if "jac_prob_eq7" in cols:
-            predicted = cols["jac_prob_eq7"] > 0  # eq. 7 is 0 where the loss rounds to 0
-            ratio = np.median(cols["jac_prob_fro"][predicted] / cols["jac_prob_eq7"][predicted])
-            inside = np.mean(
-                (cols["jac_true_class"] >= 0.999 * cols["jac_true_lower"])
-                & (cols["jac_true_class"] <= 1.001 * cols["jac_true_upper"])
-            )
+            caption += f"; Spearman({name}, loss) = {render.fmt(row[f'spearman_{name}_loss'], 3)}"
+        if "eq7_median_ratio" in row:
             caption += (
-                f"\n[N] App. A.3: median ‖J‖_F / eq. 7 = {ratio:.3g}; "
-                f"‖J_y‖₂ inside eq. 5's bracket for {inside:.1%} of samples"
+                f"\n[N] App. A.3: median ‖J‖_F / eq. 7 = {render.fmt(row['eq7_median_ratio'], 3)}; "
+                f"‖J_y‖₂ inside eq. 5's bracket for {row['eq5_inside_share']:.1%} of samples"
             )
     render.show_table(
-        f"{path}: {arch}, {n:,} samples",
-        ["measure", *DESCRIBE_HEADER],
-        [(name, *describe(cols[name])) for name in names],
+        f"{row['checkpoint']}: {arch}, {row['samples']:,} samples",
+        ["measure", *DESCRIBED],
+        [(name, *(row[f"{name}_{k}"] for k in DESCRIBED)) for name in names],
         caption=caption,
     )

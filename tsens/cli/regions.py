@@ -4,84 +4,77 @@ from __future__ import annotations
 
 from typing import Any
 
-import click
 import numpy as np
 
-from ..regions import MEMBERSHIP_MODES, membership_weighted_mean, region_statistics, shared_region_share
-from ..sweep import regions_per_sample
-from . import options, render
-from .summaries import describe
+from ..measures import Options
+from ..stream import measure_sets
+from ..summaries import regions_summary
+from . import inputs, options, render
+from .command import command
+from .outputs import Tables, checked_targets
+
+MEASURES = ("region", "membership", "boundary", "path_score", "tangent")
 
 
-@click.command()
+@command()
 @options.checkpoint_options
-@click.option("--data", "data_spec", required=True, help="Data set: a name (digits, cifar, ...) or a file.")
-@click.option(
-    "--test", "test_spec", default=None, help="A second set: share of its samples in training regions."
-)
-@options.data_options
-@click.option(
-    "--membership",
-    type=click.Choice(MEMBERSHIP_MODES),
-    default="preact",
-    show_default=True,
-    help="σ of the distance to the nearest breakpoint (preact) or of the 0/1 indicator.",
-)
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@options.data_option()
+@options.data_option("--test", required=False, help="A second set: share of its samples in training regions.")
+@options.preprocess_options
+@options.membership_options
 @options.tangent_option("Reading of ‖T‖ used for the membership-weighted S_emp.")
 @options.compute_options
 @options.output_options
-def regions(data_spec: str, test_spec: str | None, **params: Any) -> None:
-    """Region id, log membership, exact distance to the region boundary (and its layer),
-    path score P(x) and ‖T(x)‖_F per sample (SPEC §2.5).
+@checked_targets
+def regions(**params: Any) -> None:
+    """Region id, log membership ([T] eq. 4), exact distance to the region boundary (and its
+    layer), path score P(x) ([T] eq. 3, 7) and ‖T(x)‖_F per sample ([T] §3.1).
 
     A larger boundary distance or membership means x sits deeper inside its region. The
     summary gives distinct regions, samples per region, the share of samples alone, the
     occupancy entropy (nats), S_emp, and with --test the share of test samples whose region
     holds a training sample.
     """
-    nets = options.networks(params)
-    compute = options.compute(params)
-    sets = {"data": options.dataset(data_spec, params)}
-    if test_spec:
-        sets["test"] = options.dataset(test_spec, params)
-    tables = []
-    for net in nets:
-        results = {}
-        for name, data in sets.items():
-            with options.progress_for(params, f"{net.path} ({name})", len(data)) as progress:
-                results[name] = regions_per_sample(
-                    net,
-                    data,
-                    membership=params["membership"],
-                    temperature=params["temperature"],
-                    tangent=params["reading"],
-                    compute=compute,
-                    progress=progress,
-                )
-            n = len(data)
-            tables.append(
-                options.per_checkpoint_table(net, results[name], {"set": [name] * n, "sample": np.arange(n)})
-            )
-        if not params["quiet"]:
-            _summary(net.path, net.describe(), results)
-    specs = {"data": data_spec, **({"test": test_spec} if test_spec else {})}
-    options.emit("regions", tables, nets, specs, {**params, **specs})
+    settings = Options(
+        reading=params["reading"], membership=params["membership"], temperature=params["temperature"]
+    )
+    compute = inputs.compute(params)
+    refs = inputs.checkpoints(params)
+    specs = {"data": params["data"], **({"test": params["test"]} if params["test"] else {})}
+    sets = {name: inputs.dataset(spec, params) for name, spec in specs.items()}
+    tables = Tables("regions", params, specs)
+    for ref in refs:
+        net = inputs.load(ref, params)
+        with render.progress_sets(params, net.path, {k: len(v) for k, v in sets.items()}) as progress:
+            results = measure_sets(net, sets, MEASURES, options=settings, compute=compute, progress=progress)
+        rows = regions_summary(results)
+        columns = _stacked({name: r.columns for name, r in results.items()})
+        applied = {f"preprocess_{name}": r.dataset.preprocess.to_json() for name, r in results.items()}
+        tables.add(ref, net, columns, rows, applied)
+        if not inputs.quiet(params):
+            _render(rows, net.describe())
+    tables.write()
 
 
-def _summary(path: str, arch: str, results: dict[str, dict[str, np.ndarray]]) -> None:
-    rows = []
-    for name, cols in results.items():
-        s = region_statistics(cols["region"])
-        s_emp = membership_weighted_mean(cols["log_membership"], cols["tangent_fro"])
-        median_dist = describe(cols["boundary_distance"])[3]
-        rows.append((name, len(cols["region"]), *s.values(), median_dist, s_emp))
-    caption = ""
-    if "test" in results:
-        share = shared_region_share(results["data"]["region"], results["test"]["region"])
-        caption = f"test samples in a region that holds a training sample: {share:.2%}"
+def _stacked(per_set: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The sets' columns one under the other, with a ``set`` column in front."""
+    names = list(per_set)
+    out = {"set": np.concatenate([np.full(len(per_set[n]["sample"]), n, dtype=object) for n in names])}
+    for key in per_set[names[0]]:
+        out[key] = np.concatenate([per_set[n][key] for n in names])
+    return out
+
+
+def _render(rows: list[dict[str, Any]], arch: str) -> None:
+    keys = ("samples", "regions", "max_per_region", "mean_per_region", "alone_share", "entropy")
+    table = [(r["set"], *(r[k] for k in keys), r["boundary_distance_median"], r["s_emp"]) for r in rows]
+    shared = [r for r in rows if "shared_region_share" in r]
+    caption = "".join(
+        f"{r['set']} samples in a region that holds a training sample: {r['shared_region_share']:.2%}"
+        for r in shared
+    )
     render.show_table(
-        f"{path}: {arch}",
+        f"{rows[0]['checkpoint']}: {arch}",
         [
             "set",
             "samples",
@@ -93,6 +86,6 @@ def _summary(path: str, arch: str, results: dict[str, dict[str, np.ndarray]]) ->
             "median dist.",
             "S_emp",
         ],
-        rows,
+        table,
         caption=caption,
     )

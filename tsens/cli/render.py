@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,7 +21,9 @@ console = Console(stderr=True, highlight=False, width=_WIDTH)
 
 def fmt(value: Any, digits: int = 4) -> str:
     """Compact number formatting for summaries."""
-    if isinstance(value, bool) or value is None:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
         return str(value)
     if isinstance(value, int):
         return f"{value:,}"
@@ -87,3 +89,22 @@ def progress_bar(description: str, total: int, enabled: bool) -> Iterator[Any]:
     ) as bar:
         task = bar.add_task(description, total=total)
         yield lambda n: bar.advance(task, n)
+
+
+@contextmanager
+def progress(params: Mapping[str, Any], label: str, total: int) -> Iterator[Any]:
+    """A progress callback for one pass of ``total`` samples (None off a terminal or with -q)."""
+    with progress_bar(label, total, progress_enabled(bool(params.get("quiet")))) as advance:
+        yield advance
+
+
+@contextmanager
+def progress_sets(
+    params: Mapping[str, Any], label: str, sizes: Mapping[str, int]
+) -> Iterator[Callable[[str], Any] | None]:
+    """One bar over several data sets: ``name → callback`` as :func:`tsens.stream.measure_sets`
+    takes it (None off a terminal or with -q)."""
+    with progress_bar(
+        f"{label} ({', '.join(sizes)})", sum(sizes.values()), progress_enabled(bool(params.get("quiet")))
+    ) as advance:
+        yield None if advance is None else (lambda _name: advance)

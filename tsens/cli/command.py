@@ -1,0 +1,44 @@
+"""The command class every ``tsens`` subcommand uses: library messages name library
+parameters in backticks; this rewrites them into the options that set them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..errors import TsensError
+
+
+def option_names(command: click.Command | None) -> dict[str, str]:
+    """Parameter name → how the user typed it: the longest option (``--batch-size``), or the
+    argument's metavar (``CHECKPOINTS``)."""
+    if command is None:
+        return {}
+    names = {}
+    for param in command.params:
+        if param.name is None:
+            continue
+        if isinstance(param, click.Option):
+            names[param.name] = max(param.opts, key=len)
+        else:
+            names[param.name] = param.name.upper()
+    return names
+
+
+class TsensCommand(click.Command):
+    """A click command whose user errors name its options (``--batch-size``), not the
+    library's parameters (`batch_size`)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TsensError as exc:
+            if ctx.meta.get("tsens.debug"):
+                raise
+            raise exc.for_options(option_names(self)) from None
+
+
+def command(name: str | None = None, **kwargs: Any) -> Any:
+    """``click.command`` with :class:`TsensCommand`."""
+    return click.command(name, cls=TsensCommand, **kwargs)

@@ -1,0 +1,59 @@
+"""Turning parsed options into library inputs: checkpoints (as runs), data sets, compute."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..compute import Compute
+from ..datasets import Dataset, Preprocess, load_dataset
+from ..network import Network
+from ..runs import CheckpointRef, plan_runs
+
+PREPROCESS_OPTIONS = ("normalize", "mean", "std", "crop")
+
+
+def compute(params: dict[str, Any]) -> Compute:
+    """The compute settings, validated before any work."""
+    return Compute(params["device"], params["dtype"], params["batch_size"], params["seed"])
+
+
+def checkpoints(params: dict[str, Any]) -> list[CheckpointRef]:
+    """The checkpoints named on the command line, grouped into runs and ordered by step; their
+    weights are loaded later, one at a time (:func:`load`)."""
+    return plan_runs(params["checkpoints"], run_pattern=params.get("run_pattern"))
+
+
+def load(ref: CheckpointRef, params: dict[str, Any]) -> Network:
+    """One checkpoint's network with the command line's ``--activation``/``--layers``."""
+    order = [p.strip() for p in params["layers"].split(",")] if params.get("layers") else None
+    return ref.load(activation=params.get("activation"), layers=order)
+
+
+def given_preprocess(params: dict[str, Any]) -> Preprocess | None:
+    """The preprocessing typed on the command line, or None when no option was given (then
+    each checkpoint's recorded preprocessing applies)."""
+    if all(params.get(k) is None for k in PREPROCESS_OPTIONS):
+        return None
+    return Preprocess(params["normalize"] or "none", params["mean"], params["std"], params["crop"])
+
+
+def dataset(spec: str, params: dict[str, Any]) -> Dataset:
+    """The raw data set named by ``spec``; preprocessing is resolved per checkpoint."""
+    return load_dataset(
+        spec,
+        data_root=params.get("data_root"),
+        preprocess=given_preprocess(params),
+        limit=params.get("limit"),
+        seed=params["seed"],
+    )
+
+
+def quiet(params: dict[str, Any]) -> bool:
+    return bool(params.get("quiet"))
+
+
+def command_name() -> str:
+    ctx = click.get_current_context(silent=True)
+    return ctx.command.name if ctx is not None and ctx.command.name else "tsens"

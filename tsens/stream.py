@@ -1,0 +1,218 @@
+"""The one streaming pass: a data set through one trace per batch, measures by name.
+
+:func:`measure_sets` prepares a network once (folded weights, the first layer's SVD: a
+:class:`~tsens.trace.Tracer`), streams each data set through it a batch at a time, asks the
+registry of :mod:`tsens.measures` for exactly the measures requested, and returns per data set
+a :class:`SetResult`: the per-sample columns (with ``sample``, the index in the original data
+set) and the set-level aggregates that per-sample columns cannot give back (per-unit piece
+totals). Set-level statistics (means, moments, quantiles, region counts, correlations) are
+functions of a :class:`SetResult` in :mod:`tsens.summaries`. Memory beyond the raw data and the
+per-sample columns is one batch.
+
+Preprocessing and activation follow one rule (also in :func:`tsens.checkpoint.load_network`):
+a value the caller gives explicitly wins over the one the checkpoint records, with a warning
+when they differ; without one, the checkpoint's record applies; without either, the default
+(no preprocessing, ReLU).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .active_units import unit_piece_totals
+from .compute import Compute
+from .datasets import Dataset, Preprocess
+from .errors import OverflowWarning, TsensError
+from .jacobian import loss_relation
+from .measures import HIDDEN_LAYER_MEASURES, Batch, Options, check_measures
+from .network import Network
+from .trace import Trace, Tracer
+
+Progress = Callable[[int], None]
+
+_LEGITIMATELY_INFINITE = {"boundary_distance", "path_score"}
+"""Columns where inf is a value, not an overflow: no face can be reached; no active path."""
+
+
+@dataclass
+class SetResult:
+    """One data set through one network: per-sample ``columns`` (NumPy, ``sample`` first) and,
+    when ``active`` was measured, ``unit_totals``: per hidden layer an h_l × pieces array of how
+    many samples put each unit on each piece."""
+
+    network: Network
+    dataset: Dataset
+    name: str
+    measures: tuple[str, ...]
+    options: Options
+    columns: dict[str, np.ndarray]
+    unit_totals: list[np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def samples(self) -> int:
+        return len(self.columns["sample"])
+
+    @property
+    def labelled(self) -> bool:
+        return "loss" in self.columns
+
+
+def prepared_for(network: Network, dataset: Dataset) -> Dataset:
+    """``dataset`` with the preprocessing that applies to ``network`` (module docstring)."""
+    recorded = Preprocess.from_metadata(network.metadata, network.path or "checkpoint")
+    given = dataset.preprocess
+    if given is None:
+        return dataset.with_preprocess(recorded or Preprocess())
+    if recorded is not None and recorded != given:
+        warnings.warn(
+            f"{network.path}: the given preprocessing {given.to_json()} differs from the one the "
+            f"checkpoint records ({recorded.to_json()}); using the given one",
+            stacklevel=3,
+        )
+    return dataset.with_preprocess(given)
+
+
+def _check_fits(network: Network, dataset: Dataset) -> None:
+    dataset.check_input_dim(network.input_dim, f"checkpoint {network.path or 'network'}")
+    if dataset.y is not None and network.output_dim < (dataset.num_classes or 0):
+        raise TsensError(
+            f"data set {dataset.spec!r} has labels up to {dataset.num_classes - 1} but "
+            f"{network.path or 'the network'} has only {network.output_dim} outputs"
+        )
+
+
+def traced_batches(
+    tracer: Tracer, dataset: Dataset, compute: Compute, progress: Progress | None = None
+) -> Iterator[tuple[Trace, torch.Tensor | None]]:
+    """One :class:`Trace` per batch of an already prepared ``dataset``, with the batch's labels."""
+    for x, y in dataset.batches(compute.batch_size, tracer.device, tracer.dtype):
+        yield tracer(x), y
+        if progress is not None:
+            progress(len(x))
+
+
+def measure_sets(
+    network: Network,
+    datasets: Mapping[str, Dataset],
+    measures: Sequence[str],
+    *,
+    options: Options | None = None,
+    compute: Compute | None = None,
+    progress: Callable[[str], Progress | None] | None = None,
+) -> dict[str, SetResult]:
+    """Every data set of ``datasets`` (name → set) through ``network``, computing exactly
+    ``measures`` (names of :data:`tsens.measures.MEASURES`) in one pass per set. The network is
+    prepared once for all sets. ``progress(name)`` may return a callback advanced by the
+    number of samples of each batch."""
+    names = check_measures(list(measures))
+    options = options or Options()
+    compute = compute or Compute()
+    if network.depth < 2 and HIDDEN_LAYER_MEASURES & set(names):
+        raise TsensError(
+            f"{network.path or 'network'} has no hidden layer: "
+            f"{', '.join(sorted(HIDDEN_LAYER_MEASURES & set(names)))} do not apply"
+        )
+    prepared = {name: prepared_for(network, ds) for name, ds in datasets.items()}
+    for ds in prepared.values():
+        _check_fits(network, ds)
+    tracer = Tracer(network, compute.torch_device, compute.torch_dtype)
+    generator = torch.Generator().manual_seed(compute.seed)
+    results = {}
+    for name, ds in prepared.items():
+        callback = progress(name) if progress is not None else None
+        results[name] = _one_set(tracer, ds, name, names, options, compute, generator, callback)
+    return results
+
+
+def measure(
+    network: Network,
+    dataset: Dataset,
+    measures: Sequence[str],
+    *,
+    options: Options | None = None,
+    compute: Compute | None = None,
+    progress: Progress | None = None,
+) -> SetResult:
+    """One data set through ``network``: :func:`measure_sets` for a single set."""
+    results = measure_sets(
+        network, {"data": dataset}, measures, options=options, compute=compute, progress=lambda _: progress
+    )
+    return results["data"]
+
+
+def _one_set(
+    tracer: Tracer,
+    dataset: Dataset,
+    name: str,
+    measures: tuple[str, ...],
+    options: Options,
+    compute: Compute,
+    generator: torch.Generator,
+    progress: Progress | None,
+) -> SetResult:
+    network = tracer.network
+    relation = "jacobian" in measures and dataset.y is not None and network.output_dim > 1
+    chunks: list[dict[str, torch.Tensor | np.ndarray]] = []
+    totals: list[torch.Tensor] | None = None
+    for trace, labels in traced_batches(tracer, dataset, compute, progress):
+        batch = Batch(trace, labels, options, generator)
+        cols: dict[str, torch.Tensor | np.ndarray] = {}
+        for m in measures:
+            cols.update(batch.get(m))
+        if relation and "loss" not in cols:
+            cols["loss"] = batch.get("predictions")["loss"]
+        chunks.append(cols)
+        if "active" in measures:
+            batch_totals = unit_piece_totals(trace)
+            totals = (
+                batch_totals if totals is None else [a + b for a, b in zip(totals, batch_totals, strict=True)]
+            )
+    columns = {"sample": np.asarray(_indices(dataset), dtype=np.int64), **_gather(chunks)}
+    if relation:
+        derived = loss_relation(
+            torch.from_numpy(columns["loss"]).double(),
+            torch.from_numpy(columns["jac_logit_fro"]).double(),
+            network.output_dim,
+        )
+        columns.update({k: v.numpy() for k, v in derived.items()})
+        if "predictions" not in measures:
+            del columns["loss"]
+    warn_nonfinite(columns, compute.dtype, f"{network.path or 'network'} ({name})")
+    unit_totals = None if totals is None else [t.cpu().numpy() for t in totals]
+    return SetResult(network, dataset, name, measures, options, columns, unit_totals)
+
+
+def _indices(dataset: Dataset) -> np.ndarray:
+    indices = getattr(dataset, "indices", None)
+    return np.arange(len(dataset)) if indices is None else indices
+
+
+def _gather(chunks: list[dict[str, torch.Tensor | np.ndarray]]) -> dict[str, np.ndarray]:
+    """Concatenate per-batch columns (tensors or arrays) into NumPy arrays."""
+    if not chunks:
+        return {}
+    out = {}
+    for name in chunks[0]:
+        parts = [c[name].detach().cpu().numpy() if torch.is_tensor(c[name]) else c[name] for c in chunks]
+        out[name] = np.concatenate(parts)
+    return out
+
+
+def warn_nonfinite(columns: Mapping[str, np.ndarray], dtype: str, where: str) -> None:
+    """One warning per column that came out inf or NaN where that means an overflow."""
+    for name, values in columns.items():
+        if name in _LEGITIMATELY_INFINITE or values.dtype.kind != "f":
+            continue
+        bad = int((~np.isfinite(values)).sum())
+        if bad:
+            hint = "; `dtype` float64 may help" if dtype == "float32" else ""
+            warnings.warn(
+                f"{where}: {name} is inf or NaN for {bad} of {len(values)} samples in {dtype}{hint}",
+                OverflowWarning,
+                stacklevel=3,
+            )
