@@ -390,7 +390,7 @@ def test_bound_names_and_crossings():
     assert resolve_bound("tangent_paper", False) == "log10_tangent_paper"
     assert resolve_bound("gauss-paper", True) == "log10_tangent_gauss_paper"
     assert resolve_bound("w", False) == "log10_w"
-    with pytest.raises(TsensError, match="needs --data"):
+    with pytest.raises(TsensError, match="needs `data`"):
         resolve_bound("gauss", False)
     with pytest.raises(TsensError, match="unknown bound 'nope'"):
         resolve_bound("nope", True)

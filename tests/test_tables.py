@@ -79,7 +79,7 @@ def test_stdout_is_an_arrow_stream(table, monkeypatch):
 def test_refuses_to_overwrite_unless_forced(table, tmp_path):
     path = tmp_path / "t.parquet"
     path.write_text("precious")
-    with pytest.raises(TsensError, match="exists; pass --force"):
+    with pytest.raises(TsensError, match="exists; pass `force`"):
         write_table(table, str(path))
     assert path.read_text() == "precious"
     write_table(table, str(path), force=True)
@@ -89,6 +89,19 @@ def test_refuses_to_overwrite_unless_forced(table, tmp_path):
 def test_unknown_suffix_and_format(tmp_path):
     with pytest.raises(TsensError, match="unknown suffix '.xlsx'"):
         output_format(str(tmp_path / "t.xlsx"))
-    with pytest.raises(TsensError, match="--format"):
+    with pytest.raises(TsensError, match="`fmt`"):
         output_format("t.csv", "xml")
     assert output_format("-") == "arrow" and output_format("t.csv", "json") == "json"
+
+
+def test_an_interrupted_write_leaves_no_partial_file(table, tmp_path, monkeypatch):
+    import tsens.tables as tables_module
+
+    def explode(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tables_module, "_write", explode)
+    target = tmp_path / "t.parquet"
+    with pytest.raises(KeyboardInterrupt):
+        write_table(table, str(target))
+    assert list(tmp_path.iterdir()) == []

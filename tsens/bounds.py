@@ -582,7 +582,7 @@ def resolve_bound(name: str, with_data: bool) -> str:
     for candidate in (key, f"log10_{key}", f"log10_tangent_{key}"):
         if candidate in bound_columns(True):
             if not with_data and candidate not in bound_columns(False):
-                raise TsensError(f"bound {name!r} ({candidate}) needs --data")
+                raise TsensError(f"bound {name!r} ({candidate}) needs `data`")
             return candidate
     short = [c.removeprefix("log10_") for c in bound_columns(True)]
     short = [c if "measured" in c else c.removeprefix("tangent_") for c in short]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -79,7 +80,7 @@ def output_format(path: str, fmt: str | None = None) -> str:
     """The format for ``path``: ``fmt`` if given, else the suffix, else Arrow for stdout."""
     if fmt is not None:
         if fmt not in FORMATS:
-            raise TsensError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+            raise TsensError(f"`fmt` {fmt!r} is not one of {', '.join(FORMATS)}")
         return fmt
     if path == "-":
         return "arrow"
@@ -87,7 +88,7 @@ def output_format(path: str, fmt: str | None = None) -> str:
     if suffix not in _SUFFIXES:
         raise TsensError(
             f"output {path!r}: unknown suffix {suffix or '(none)'!r}; expected one of "
-            f"{', '.join(sorted(_SUFFIXES))} or --format"
+            f"{', '.join(sorted(_SUFFIXES))} or `fmt`"
         )
     return _SUFFIXES[suffix]
 
@@ -101,14 +102,20 @@ def write_table(table: pa.Table, path: str, *, fmt: str | None = None, force: bo
         return
     target = Path(path)
     if target.exists() and not force:
-        raise TsensError(f"output {path!r} exists; pass --force to overwrite it")
+        raise TsensError(f"output {path!r} exists; pass `force` to overwrite it")
     if target.is_dir():
         raise TsensError(f"output {path!r} is a directory; expected a file path")
+    # Write next to the target and rename into place: an interrupted write never leaves a
+    # truncated file at the target path.
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
-        with open(target, "wb") as stream:
+        with open(partial, "wb") as stream:
             _write(table, stream, fmt, stream_arrow=False)
+        os.replace(partial, target)
     except OSError as exc:
         raise TsensError(f"output {path!r}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _write(table: pa.Table, stream: BinaryIO, fmt: str, *, stream_arrow: bool) -> None:

@@ -31,11 +31,10 @@ def activations(**params: Any) -> None:
     dead (never active) and always-active units on this data.
     """
     compute = inputs.compute(params)
-    refs = inputs.checkpoints(params)
+    checkpoints = inputs.networks(params)
     data = inputs.dataset(params["data"], params)
     tables = Tables("activations", params, {"data": params["data"]})
-    for ref in refs:
-        net = inputs.load(ref, params)
+    for ref, net in checkpoints:
         with render.progress(params, net.path, len(data)) as progress:
             result = measure(net, data, ["active"], compute=compute, progress=progress)
         row = activations_summary(result)

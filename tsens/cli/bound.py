@@ -38,7 +38,7 @@ def _resolve(thresholds: list[Threshold], with_data: bool, option: str) -> list[
     try:
         return [(resolve_bound(name, with_data), limit) for name, limit in thresholds]
     except TsensError as exc:
-        raise click.BadParameter(str(exc), param_hint=option) from None
+        raise click.BadParameter(str(exc.for_options({"data": "--data"})), param_hint=option) from None
 
 
 @command()
@@ -91,12 +91,11 @@ def bound(**params: Any) -> None:
     above = _resolve(params["fail_above"], with_data, "--fail-above")
     below = _resolve(params["fail_below"], with_data, "--fail-below")
     compute = inputs.compute(params)
-    refs = inputs.checkpoints(params)
+    checkpoints = inputs.networks(params)
     data = inputs.dataset(params["data"], params) if with_data else None
     tables = Tables("bound", params, {"data": params["data"]})
     rows, summaries = [], []
-    for ref in refs:
-        net = inputs.load(ref, params)
+    for ref, net in checkpoints:
         with render.progress(params, net.path, len(data) if data is not None else 0) as progress:
             rep = report(
                 net,

@@ -21,8 +21,7 @@ def info(**params: Any) -> None:
     max-abs norms of the raw weight matrix.
     """
     tables = Tables("info", params, {})
-    for ref in inputs.checkpoints(params):
-        net = inputs.load(ref, params)
+    for ref, net in inputs.networks(params):
         rows: dict[str, list[Any]] = {
             k: []
             for k in (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -23,6 +24,13 @@ def checkpoints(params: dict[str, Any]) -> list[CheckpointRef]:
     """The checkpoints named on the command line, grouped into runs and ordered by step; their
     weights are loaded later, one at a time (:func:`load`)."""
     return plan_runs(params["checkpoints"], run_pattern=params.get("run_pattern"))
+
+
+def networks(params: dict[str, Any]) -> Iterator[tuple[CheckpointRef, Network]]:
+    """Each checkpoint of the command line in run order, loaded only when its turn comes (memory
+    holds one network at a time); every checkpoint's metadata is read, and checked, first."""
+    refs = checkpoints(params)  # now: a bad file is refused before any data is read
+    return ((ref, load(ref, params)) for ref in refs)
 
 
 def load(ref: CheckpointRef, params: dict[str, Any]) -> Network:

@@ -57,11 +57,10 @@ def jacobian(**params: Any) -> None:
         raise TsensError("--probes only applies to the tangent measure; add it to --measures")
     settings = Options(reading=params["reading"], probes=params["probes"])
     compute = inputs.compute(params)
-    refs = inputs.checkpoints(params)
+    checkpoints = inputs.networks(params)
     data = inputs.dataset(params["data"], params)
     tables = Tables("jacobian", params, {"data": params["data"]})
-    for ref in refs:
-        net = inputs.load(ref, params)
+    for ref, net in checkpoints:
         with render.progress(params, net.path, len(data)) as progress:
             result = measure(
                 net,

@@ -39,12 +39,11 @@ def regions(**params: Any) -> None:
         reading=params["reading"], membership=params["membership"], temperature=params["temperature"]
     )
     compute = inputs.compute(params)
-    refs = inputs.checkpoints(params)
+    checkpoints = inputs.networks(params)
     specs = {"data": params["data"], **({"test": params["test"]} if params["test"] else {})}
     sets = {name: inputs.dataset(spec, params) for name, spec in specs.items()}
     tables = Tables("regions", params, specs)
-    for ref in refs:
-        net = inputs.load(ref, params)
+    for ref, net in checkpoints:
         with render.progress_sets(params, net.path, {k: len(v) for k, v in sets.items()}) as progress:
             results = measure_sets(net, sets, MEASURES, options=settings, compute=compute, progress=progress)
         rows = regions_summary(results)
