@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 SAMPLES := sample_checkpoints
 
-.PHONY: demo test bench samples lint clean
+.PHONY: demo test bench samples zoo lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench: $(VENV)/.installed-test
 samples: $(VENV)/.installed-dev
 	$(BIN)/python scripts/make_datasets.py
 	$(BIN)/python $(SAMPLES)/make_samples.py
+
+# The development zoo of issue 8 (38 runs, 190 checkpoints, ~2.5 min on one CPU thread).
+zoo: $(VENV)/.installed
+	$(BIN)/python scripts/make_zoo.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check $(LINTED)
