@@ -16,7 +16,7 @@ $(BIN)/python:
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) "$(TORCH)"
-	$(PIP) -e .
+	$(PIP) -e ".[plot]"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
@@ -34,6 +34,7 @@ demo: $(VENV)/.installed
 	$(BIN)/tsens jacobian $(SAMPLES)/digits-64-32-10/*.safetensors --data digits-test
 	$(BIN)/tsens activations $(SAMPLES)/digits-64-32-10/epoch=80.safetensors --data digits-test
 	$(BIN)/tsens regions $(SAMPLES)/digits-64-32-10/epoch=80.safetensors --data digits --test digits-test
+	$(BIN)/tsens estimate-gap $(SAMPLES)/digits-*/*.safetensors --train digits --test digits-test
 
 LINTED := tsens tests bench scripts $(SAMPLES)
 
@@ -44,6 +45,7 @@ test: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_measures.py
+	$(BIN)/python bench/bench_gap.py
 
 samples: $(VENV)/.installed-dev
 	$(BIN)/python scripts/make_datasets.py

@@ -32,7 +32,7 @@ def active_counts(trace: Trace) -> torch.Tensor:
 def unit_piece_totals(trace: Trace) -> list[torch.Tensor]:
     """Per hidden layer, how many samples of the batch put each unit on each piece: h_l × pieces."""
     pieces = trace.tracer.activation.num_pieces
-    return [torch.nn.functional.one_hot(code.long(), pieces).sum(0) for code in trace.codes]
+    return [torch.stack([(code == k).sum(0) for k in range(pieces)], 1) for code in trace.codes]
 
 
 def count_statistics(counts: np.ndarray) -> dict[str, float]:

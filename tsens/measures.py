@@ -10,6 +10,7 @@ name            per-sample columns                                              
 =============== ===================================================================== ==========
 ``predictions`` ``predicted``, ``confidence`` (max softmax), ``entropy`` (nats); with    logits
                 labels ``label``, ``loss`` (cross-entropy, nats), ``correct``
+``log_probs``   ``log_probs``: the whole log-softmax row (B × n; for comparing models)     logits
 ``jacobian``    ``jac_prob_fro``, ``jac_logit_fro``; with labels ``jac_true_class``      [N] §3
                 and, after the pass, [N] App. A.3's ``jac_true_lower``,
                 ``jac_true_upper``, ``jac_prob_eq7``
@@ -101,6 +102,10 @@ def _predictions(b: Batch) -> Columns:
     return out
 
 
+def _log_probs(b: Batch) -> Columns:
+    return {"log_probs": torch.log_softmax(b.trace.logits, 1)}
+
+
 def _jacobian(b: Batch) -> Columns:
     return dict(jacobian_norms(b.trace, b.labels))
 
@@ -140,6 +145,7 @@ def _path_score(b: Batch) -> Columns:
 
 MEASURES: Mapping[str, Callable[[Batch], Columns]] = {
     "predictions": _predictions,
+    "log_probs": _log_probs,
     "jacobian": _jacobian,
     "tangent": _tangent,
     "active": _active,

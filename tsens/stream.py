@@ -18,7 +18,7 @@ when they differ; without one, the checkpoint's record applies; without either, 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,8 +35,34 @@ from .trace import Trace, Tracer
 
 Progress = Callable[[int], None]
 
-_LEGITIMATELY_INFINITE = {"boundary_distance", "path_score"}
-"""Columns where inf is a value, not an overflow: no face can be reached; no active path."""
+_LEGITIMATELY_INFINITE = {"boundary_distance", "path_score", "log_probs"}
+"""Columns where inf is a value, not an overflow: no face can be reached; no active path; a
+probability that underflowed to 0."""
+
+
+class InputCache:
+    """Preprocessed batches kept in memory, so that a data set passed through many checkpoints
+    is read and preprocessed once (up to ``max_bytes`` in all; beyond that it streams)."""
+
+    def __init__(self, max_bytes: int = 4 << 30) -> None:
+        self.max_bytes = max_bytes
+        self.used = 0
+        self._store: dict[tuple, tuple[np.ndarray, list[tuple[torch.Tensor, torch.Tensor | None]]]] = {}
+
+    def batches(
+        self, dataset: Dataset, batch_size: int, device: torch.device, dtype: torch.dtype
+    ) -> Iterable[tuple[torch.Tensor, torch.Tensor | None]]:
+        p = dataset.preprocess.to_json() if dataset.preprocess is not None else None
+        key = (id(dataset.x), p, batch_size, str(device), str(dtype))
+        if key in self._store:
+            return self._store[key][1]
+        size = len(dataset) * dataset.dim * torch.finfo(dtype).bits // 8
+        if self.used + size > self.max_bytes:
+            return dataset.batches(batch_size, device, dtype)
+        batches = list(dataset.batches(batch_size, device, dtype))
+        self._store[key] = (dataset.x, batches)  # holding x keeps its id unique
+        self.used += size
+        return batches
 
 
 @dataclass
@@ -87,10 +113,18 @@ def _check_fits(network: Network, dataset: Dataset) -> None:
 
 
 def traced_batches(
-    tracer: Tracer, dataset: Dataset, compute: Compute, progress: Progress | None = None
+    tracer: Tracer,
+    dataset: Dataset,
+    compute: Compute,
+    progress: Progress | None = None,
+    cache: InputCache | None = None,
 ) -> Iterator[tuple[Trace, torch.Tensor | None]]:
     """One :class:`Trace` per batch of an already prepared ``dataset``, with the batch's labels."""
-    for x, y in dataset.batches(compute.batch_size, tracer.device, tracer.dtype):
+    if cache is None:
+        batches: Iterable = dataset.batches(compute.batch_size, tracer.device, tracer.dtype)
+    else:
+        batches = cache.batches(dataset, compute.batch_size, tracer.device, tracer.dtype)
+    for x, y in batches:
         yield tracer(x), y
         if progress is not None:
             progress(len(x))
@@ -104,11 +138,12 @@ def measure_sets(
     options: Options | None = None,
     compute: Compute | None = None,
     progress: Callable[[str], Progress | None] | None = None,
+    cache: InputCache | None = None,
 ) -> dict[str, SetResult]:
     """Every data set of ``datasets`` (name → set) through ``network``, computing exactly
     ``measures`` (names of :data:`tsens.measures.MEASURES`) in one pass per set. The network is
     prepared once for all sets. ``progress(name)`` may return a callback advanced by the
-    number of samples of each batch."""
+    number of samples of each batch; a ``cache`` keeps preprocessed inputs for the next call."""
     names = check_measures(list(measures))
     options = options or Options()
     compute = compute or Compute()
@@ -125,7 +160,7 @@ def measure_sets(
     results = {}
     for name, ds in prepared.items():
         callback = progress(name) if progress is not None else None
-        results[name] = _one_set(tracer, ds, name, names, options, compute, generator, callback)
+        results[name] = _one_set(tracer, ds, name, names, options, compute, generator, callback, cache)
     return results
 
 
@@ -154,12 +189,13 @@ def _one_set(
     compute: Compute,
     generator: torch.Generator,
     progress: Progress | None,
+    cache: InputCache | None = None,
 ) -> SetResult:
     network = tracer.network
     relation = "jacobian" in measures and dataset.y is not None and network.output_dim > 1
     chunks: list[dict[str, torch.Tensor | np.ndarray]] = []
     totals: list[torch.Tensor] | None = None
-    for trace, labels in traced_batches(tracer, dataset, compute, progress):
+    for trace, labels in traced_batches(tracer, dataset, compute, progress, cache):
         batch = Batch(trace, labels, options, generator)
         cols: dict[str, torch.Tensor | np.ndarray] = {}
         for m in measures:

@@ -22,6 +22,7 @@ from .activations import activations
 from .bound import bound
 from .command import option_names
 from .datasets import datasets
+from .estimate_gap import estimate_gap_command
 from .info import info
 from .jacobian import jacobian
 from .options import debug_option
@@ -77,5 +78,5 @@ def main() -> None:
     summaries to stderr."""
 
 
-for _command in (info, datasets, bound, jacobian, activations, regions):
+for _command in (info, datasets, bound, jacobian, activations, regions, estimate_gap_command):
     main.add_command(_command)

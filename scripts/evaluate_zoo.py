@@ -1,0 +1,80 @@
+"""Evaluate every estimate-gap estimator on the development zoo (``zoo/``, ``make zoo``).
+
+The zoo's runs are grouped by the data they were trained and tested on (metadata ``dataset``
+and ``test_dataset``: clean digits, digits with 20 % label noise, mnist1d, ...); each group goes
+through :func:`tsens.gap.estimate_gap` as one command would, with its test labels, so
+``mean-gap`` and ``calibrated`` are cross-fitted leave-one-run-out inside the group. Prints each
+group's evaluation and then the pooled one (every checkpoint of every group), in the same
+columns as ``tsens estimate-gap``'s summary, and the label-free measures' Kendall τ with the gap.
+
+Usage: python scripts/evaluate_zoo.py [--zoo zoo] [--dtype float64] [--summary FILE.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+import tsens
+from tsens.gap import estimate_gap
+from tsens.gap.estimators import NAMES
+from tsens.gap.evaluation import evaluate, rank_measures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--zoo", default="zoo")
+    parser.add_argument("--dtype", default="float64")
+    parser.add_argument("--summary", default=None, help="Write the pooled evaluation as a table.")
+    args = parser.parse_args()
+    refs = tsens.plan_runs(sorted(str(p) for p in Path(args.zoo).glob("*/*.safetensors")))
+    groups: dict[tuple[str, str], list[tsens.CheckpointRef]] = defaultdict(list)
+    for ref in refs:
+        groups[(str(ref.metadata["dataset"]), str(ref.metadata["test_dataset"]))].append(ref)
+    rows = []
+    for (train, test), members in groups.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = estimate_gap(
+                members,
+                tsens.load_dataset(train),
+                tsens.load_dataset(test),
+                compute=tsens.Compute(dtype=args.dtype),
+            )
+        runs = len({r.run for r in members})
+        print(f"\n== {train} → {test}: {runs} runs, {len(members)} checkpoints")
+        for note in [*result.notes, *(str(w.message) for w in caught)]:
+            print(f"   note: {note}")
+        show(result.evaluation or [])
+        rows += result.rows
+    print(f"\n== pooled: {len(rows)} checkpoints")
+    pooled = evaluate(rows, NAMES)
+    show(pooled)
+    print("\nlabel-free measures, Kendall τ with the true gap (loss, accuracy), pooled:")
+    for r in sorted(rank_measures(rows), key=lambda r: -abs(r["kendall_loss_gap"])):
+        print(f"   {r['name']:<24s} {r['kendall_loss_gap']:+.3f} {r['kendall_acc_gap']:+.3f}")
+    if args.summary:
+        meta = tsens.provenance("scripts/evaluate_zoo.py", data={"zoo": args.zoo}, options=vars(args))
+        columns = {k: [r.get(k) for r in pooled] for k in pooled[0]}
+        tsens.write_table(tsens.make_table(columns, meta), args.summary, force=True)
+
+
+def show(evaluation: list[dict]) -> None:
+    head = f"{'estimator':<13s} {'MAE loss':>9s} {'MAE acc':>8s} {'τ loss':>7s} {'τ gap':>7s} {'fallb.':>6s}"
+    print(f"   {head}  beats naive/doc/best (loss, acc)")
+    for e in evaluation:
+        beats = " ".join(
+            f"{'y' if e[f'beats_{b}_loss'] else 'n'}{'y' if e[f'beats_{b}_acc'] else 'n'}"
+            for b in ("naive", "doc", "best_baseline")
+        )
+        mark = "*" if e["winner_loss"] or e["winner_acc"] else " "
+        print(
+            f"  {mark}{e['name']:<13s} {e['mae_loss']:9.4f} {e['mae_acc_points']:8.2f} "
+            f"{e['kendall_loss']:7.3f} {e['kendall_loss_gap']:7.3f} {e['fallbacks']:6d}  {beats}"
+        )
+
+
+if __name__ == "__main__":
+    main()

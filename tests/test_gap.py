@@ -1,0 +1,403 @@
+"""estimate-gap: every estimator against its formula computed independently from the
+per-sample tables; statuses and fallbacks; calibration without leaks; files; the command."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+
+import numpy as np
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+from nets import random_network
+from safetensors.torch import save_file
+from scipy import stats
+
+import tsens
+from tsens.cli import main
+from tsens.errors import TsensError
+from tsens.gap import estimate_gap
+from tsens.gap import estimators as est
+from tsens.gap.calibration import Calibration, calibrate, cross_fit, fit
+from tsens.gap.features import atc_accuracy, atc_threshold, binned_loss
+
+F64 = tsens.Compute(dtype="float64", batch_size=16)
+RUNS = ("a", "b", "c", "d", "e", "f")
+
+
+def save_net(path, widths, seed, scale, metadata, batchnorm=False):
+    net = random_network(widths, seed=seed, scale=scale, batchnorm=batchnorm)
+    state = {k: v.contiguous() for k, v in net.torch_module().state_dict().items()}
+    save_file(state, str(path), metadata={"tsens.activation": "relu", **metadata})
+
+
+def make_zoo(root, runs=RUNS, steps=(1, 2, 3), batchnorm=False):
+    """Runs of random networks whose scale grows with the step (sharper, more confident)."""
+    paths = []
+    for r, run in enumerate(runs):
+        (root / run).mkdir(parents=True, exist_ok=True)
+        for step in steps:
+            path = root / run / f"step={step}.safetensors"
+            config = "twin" if run in ("a", "b") else run
+            meta = {"run": run, "step": str(step), "config": config, "dataset": "toy"}
+            save_net(
+                path,
+                (5, 7, 6, 3),
+                seed=100 * r + (0 if run != "b" else 7),
+                scale=0.6 + 0.5 * step,
+                metadata=meta,
+                batchnorm=batchnorm,
+            )
+            paths.append(str(path))
+    return paths
+
+
+def make_sets(root, labelled_test=True):
+    rng = np.random.default_rng(0)
+    np.savez(root / "train.npz", x=rng.normal(size=(60, 5)), y=rng.integers(0, 3, 60))
+    test = {"x": 1.3 * rng.normal(size=(40, 5))}
+    if labelled_test:
+        test["y"] = rng.integers(0, 3, 40)
+    np.savez(root / "test.npz", **test)
+    return str(root / "train.npz"), str(root / "test.npz")
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("zoo")
+    paths = make_zoo(root)
+    train, test = make_sets(root)
+    refs = tsens.plan_runs(paths)
+    result = estimate_gap(refs, tsens.load_dataset(train), tsens.load_dataset(test), compute=F64)
+    return {"root": root, "paths": paths, "train": train, "test": test, "refs": refs, "result": result}
+
+
+def columns(path, spec, names):
+    net = tsens.load_network(path)
+    return net, tsens.measure(net, tsens.load_dataset(spec), names, compute=F64).columns
+
+
+def test_estimators_match_their_formulas_from_the_per_sample_tables(zoo):
+    rows = {r["checkpoint"]: r for r in zoo["result"].rows}
+    for i, ref in enumerate(zoo["refs"]):
+        row = rows[ref.path]
+        net, tr = columns(ref.path, zoo["train"], ["predictions", "jacobian", "active", "path_score"])
+        _, te = columns(ref.path, zoo["test"], ["predictions", "jacobian", "active", "path_score"])
+        l_tr, a_tr = tr["loss"].mean(), tr["correct"].mean()
+        assert row["train_loss"] == pytest.approx(l_tr) and row["train_acc"] == pytest.approx(a_tr)
+        assert row["test_loss"] == pytest.approx(te["loss"].mean())
+        assert (row["est_naive_loss"], row["est_naive_acc"]) == pytest.approx((l_tr, a_tr))
+        clip = lambda v: min(1.0, max(0.0, v))  # noqa: E731
+        # [N]: ratio of mean ‖J_prob‖_F.
+        ratio = te["jac_prob_fro"].mean() / tr["jac_prob_fro"].mean()
+        assert row["est_jacobian_loss"] == pytest.approx(l_tr * ratio)
+        assert row["est_jacobian_acc"] == pytest.approx(clip(a_tr * ratio))
+        # [T] eq. 7: ratio of mean path scores, test over train.
+        p_te, p_tr = te["path_score"].mean(), tr["path_score"].mean()
+        if np.isfinite(p_te) and np.isfinite(p_tr) and (p_te > 0) == (p_tr > 0):
+            assert row["est_membership_loss"] == pytest.approx(l_tr * p_te / p_tr)
+        else:
+            assert row["status_membership"] != "ok" and row["est_membership_loss"] == l_tr
+        # [T] eq. 6: log B(test)/log B(train), B = H w^{k-1} E|N|^{k-1} / (sqrt(pi) k^k), k = 2.
+        logs = []
+        for cols in (te, tr):
+            n = cols["active_total"].astype(float)
+            mu, sigma = n.mean(), n.std()
+            abs_mean = sigma * math.sqrt(2 / math.pi) * math.exp(-(mu**2) / (2 * sigma**2)) + mu * (
+                1 - 2 * stats.norm.cdf(-mu / sigma)
+            )
+            w = math.prod(float(layer.weight.abs().max()) for layer in net.layers)
+            logs.append(math.log10(7 * w * abs_mean / (math.sqrt(math.pi) * 4)))
+        if (logs[0] > 0) == (logs[1] > 0):
+            assert row["est_kummer_loss"] == pytest.approx(l_tr * logs[0] / logs[1])
+        else:
+            assert row["status_kummer"] == "log-crosses-zero" and row["est_kummer_loss"] == l_tr
+        # AC and DoC.
+        assert row["est_confidence_acc"] == pytest.approx(te["confidence"].mean())
+        assert row["est_confidence_loss"] == pytest.approx(te["entropy"].mean())
+        assert row["est_doc_acc"] == pytest.approx(
+            clip(a_tr - (tr["confidence"].mean() - te["confidence"].mean()))
+        )
+        assert row["est_doc_loss"] == pytest.approx(l_tr + te["entropy"].mean() - tr["entropy"].mean())
+        # ATC: the threshold leaves a share of training confidences above it equal to the accuracy.
+        t = atc_threshold(tr["confidence"], a_tr)
+        assert abs(np.mean(tr["confidence"] > t) - a_tr) <= 1 / len(tr["confidence"])
+        assert row["est_atc_acc"] == pytest.approx(np.mean(te["confidence"] > t))
+        # layer-norm [T] eq. 5: previous checkpoint of the run.
+        prev = next((r for r in zoo["refs"][:i][::-1] if r.run == ref.run), None)
+        if prev is None:
+            assert row["status_layer_norm"] == "no-previous-checkpoint"
+        else:
+
+            def log_w(p):
+                return sum(
+                    math.log10(float(layer.weight.abs().max())) for layer in tsens.load_network(p).layers
+                )
+
+            a, b = log_w(prev.path), log_w(ref.path)
+            if (a > 0) == (b > 0):
+                assert row["est_layer_norm_loss"] == pytest.approx(l_tr * a / b)
+
+
+def test_disagreement_pairs_siblings_by_step(zoo):
+    rows = {r["checkpoint"]: r for r in zoo["result"].rows}
+    for ref in zoo["refs"]:
+        row = rows[ref.path]
+        if ref.run not in ("a", "b"):
+            assert row["status_disagreement"] == "no-sibling"
+            continue
+        other = next(r for r in zoo["refs"] if r.run == ({"a", "b"} - {ref.run}).pop() and r.step == ref.step)
+        _, mine = columns(ref.path, zoo["test"], ["log_probs"])
+        _, theirs = columns(other.path, zoo["test"], ["log_probs"])
+        pred = theirs["log_probs"].argmax(1)
+        assert row["est_disagreement_acc"] == pytest.approx(np.mean(mine["log_probs"].argmax(1) == pred))
+        assert row["est_disagreement_loss"] == pytest.approx(
+            -np.mean(mine["log_probs"][np.arange(40), pred]), rel=1e-6
+        )
+
+
+def test_mean_gap_is_the_other_runs_mean_gap(zoo):
+    rows = zoo["result"].rows
+    for row in rows:
+        others = [r for r in rows if r["run"] != row["run"]]
+        gap = np.mean([r["test_loss"] - r["train_loss"] for r in others])
+        assert row["est_mean_gap_loss"] == pytest.approx(row["train_loss"] + gap)
+
+
+def test_test_labels_never_reach_a_label_free_estimate(zoo):
+    unlabelled = zoo["root"] / "unlabelled.npz"
+    with np.load(zoo["test"]) as npz:
+        np.savez(unlabelled, x=npz["x"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        blind = estimate_gap(
+            zoo["refs"], tsens.load_dataset(zoo["train"]), tsens.load_dataset(str(unlabelled)), compute=F64
+        )
+    assert blind.evaluation is None and blind.ranking is None
+    assert any("fall back to naive" in n for n in blind.notes)
+    for seen, unseen in zip(zoo["result"].rows, blind.rows, strict=True):
+        assert "test_loss" not in unseen
+        for name in est.NAMES:
+            key = name.replace("-", "_")
+            if name in ("mean-gap", "calibrated"):
+                assert unseen[f"status_{key}"] == "no-calibration"
+                assert unseen[f"est_{key}_loss"] == unseen["train_loss"]
+            else:
+                assert unseen[f"est_{key}_loss"] == seen[f"est_{key}_loss"], name
+                assert unseen[f"est_{key}_acc"] == seen[f"est_{key}_acc"], name
+
+
+def test_leave_one_run_out_never_leaks_a_run_into_its_own_model():
+    rng = np.random.default_rng(0)
+    runs = [f"r{i}" for i in range(8) for _ in range(4)]
+    rows = [
+        {
+            "train_loss": rng.uniform(0, 2),
+            "train_acc": rng.uniform(0.5, 1),
+            "conf_train": rng.uniform(0.5, 1),
+            "conf_shift": rng.normal(),
+            "entropy_train": rng.uniform(),
+            "entropy_shift": rng.normal(),
+            "atc_acc": rng.uniform(0.5, 1),
+        }
+        for _ in runs
+    ]
+    y = np.array([r["conf_shift"] + 0.1 * rng.normal() for r in rows])
+    base = cross_fit(rows, y, runs)
+    planted = y.copy()
+    own = np.array([g == "r3" for g in runs])
+    planted[own] += 1000.0  # a signal only run r3's own model could see
+    moved = cross_fit(rows, planted, runs)
+    assert np.array_equal(moved[own], base[own])  # r3 is scored without r3
+    assert np.all(np.abs(moved[~own] - base[~own]) > 1.0)  # the others did see it
+
+
+def test_feature_set_and_alpha_are_chosen_by_grouped_cross_validation():
+    rng = np.random.default_rng(1)
+    runs = [f"r{i}" for i in range(6) for _ in range(5)]
+    rows = [{"train_loss": rng.uniform(), "train_acc": rng.uniform(), "conf_train": 0.9, "conf_shift": rng.normal(),
+             "entropy_train": 0.2, "entropy_shift": rng.normal(), "atc_acc": 0.8} for _ in runs]  # fmt: skip
+    y = np.array([2.0 * r["entropy_shift"] for r in rows])
+    model = fit(rows, y, runs)
+    assert model.feature_set == "shift"  # the train-only set cannot see the signal
+    assert np.allclose(model.predict(rows), y, atol=0.05)
+    with pytest.raises(TsensError, match="at least 2 runs"):
+        fit(rows[:5], y[:5], runs[:5])
+
+
+def test_calibration_file_round_trip_is_plain_json(tmp_path, zoo):
+    rows = [est_row for est_row in zoo["result"].rows]
+    feats = [{k: v for k, v in r.items() if isinstance(v, float)} for r in rows]
+    cal = calibrate(
+        feats,
+        [{"test_loss": r["test_loss"], "test_acc": r["test_acc"]} for r in rows],
+        [r["run"] for r in rows],
+        dataset="toy",
+    )
+    path = tmp_path / "cal.json"
+    cal.save(path)
+    doc = json.loads(path.read_text())
+    assert doc["tsens_calibration"] == 1 and doc["runs"] == sorted(RUNS)
+    back = Calibration.load(path)
+    assert np.allclose(back.loss.predict(feats), cal.loss.predict(feats))
+    with pytest.raises(TsensError, match="exists"):
+        cal.save(path)
+    path.write_text('{"tsens_calibration": 1, "loss": {}}')
+    with pytest.raises(TsensError, match="malformed"):
+        Calibration.load(path)
+
+
+def test_log_ratios_refuse_sign_changes_and_infinities():
+    f = {"train_loss": 0.5, "train_acc": 0.9, "log10_w": 0.3}
+    assert est.layer_norm(f, {"log10_w": -0.2}).status == "log-crosses-zero"
+    assert est.layer_norm(f, {"log10_w": 0.6}).loss == pytest.approx(1.0)
+    assert est.layer_norm(f, None).status == "no-previous-checkpoint"
+    g = {"train_loss": 0.5, "train_acc": 0.9, "path_score_test": -math.inf, "path_score_train": 3.0}
+    assert est.membership(g) == est.Estimate(0.5, 0.9, "path-score-inf")
+
+
+def test_atc_and_binned_loss_by_hand():
+    train_conf = np.array([0.2, 0.4, 0.6, 0.8, 0.9])
+    # accuracy 0.6: the threshold leaves 3 of 5 above it.
+    assert atc_accuracy(train_conf, 0.6, np.array([0.5, 0.7, 0.95, 0.1])) == pytest.approx(0.5)
+    losses = np.arange(40, dtype=float)
+    conf = np.linspace(0, 1, 40)
+    assert binned_loss(conf, losses, np.array([0.0, 1.0])) == pytest.approx((0.5 + 38.5) / 2)
+
+
+def test_ordering_single_checkpoint_batchnorm_and_no_calibration_runs(tmp_path):
+    paths = make_zoo(tmp_path, runs=("x", "y"), steps=(10, 2), batchnorm=True)
+    train, test = make_sets(tmp_path)
+    refs = tsens.plan_runs(paths)
+    assert [r.step for r in refs] == [2, 10, 2, 10]
+    result = estimate_gap(refs, tsens.load_dataset(train), tsens.load_dataset(test), compute=F64)
+    assert [r["status_layer_norm"] for r in result.rows][::2] == ["no-previous-checkpoint"] * 2
+    assert result.rows[0]["status_calibrated"] == "too-few-calibration-runs"
+    assert any("calibrated uses mean-gap instead" in n for n in result.notes)
+    single = estimate_gap(refs[:1], tsens.load_dataset(train), tsens.load_dataset(test), compute=F64)
+    assert len(single.rows) == 1 and single.rows[0]["status_mean_gap"] == "too-few-calibration-runs"
+    with pytest.raises(TsensError, match="`train`"):
+        estimate_gap(
+            refs,
+            tsens.load_dataset(test).__class__(np.zeros((3, 5)), None, "t", (5,)),
+            tsens.load_dataset(test),
+        )
+
+
+def run(*args, code=0):
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == code, result.output + repr(result.exception)
+    return result
+
+
+def test_command_tables_plot_and_calibration_files(tmp_path, zoo):
+    out, summary, plot, cal = (tmp_path / n for n in ("rows.parquet", "eval.csv", "gap.png", "cal.json"))
+    result = run(
+        "estimate-gap", *zoo["paths"], "--train", zoo["train"], "--test", zoo["test"], "--dtype", "float64",
+        "-o", out, "--summary", summary, "--plot", plot, "--save-calibration", cal,
+    )  # fmt: skip
+    assert "how good each estimator is" in result.stderr and "★" in result.stderr
+    table = pq.read_table(out)
+    assert table.num_rows == 18 and {"run", "step", "est_calibrated_loss", "status_kummer"} <= set(
+        table.column_names
+    )
+    got = table.column("est_doc_loss").to_pylist()
+    assert got == pytest.approx([r["est_doc_loss"] for r in zoo["result"].rows])
+    text = summary.read_text().splitlines()
+    assert text[0].startswith('"checkpoint","run","step","kind","name"') or "kind" in text[0]
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads(cal.read_text())["provenance"]["command"] == "estimate-gap"
+    # A saved calibration scores other checkpoints.
+    again = run("estimate-gap", *zoo["paths"][:3], "--train", zoo["train"], "--test", zoo["test"],
+                "--calibration", cal, "-o", "-", "-q")  # fmt: skip
+    rows = ipc.open_stream(io.BytesIO(again.stdout_bytes)).read_all().to_pylist()
+    assert all(r["status_calibrated"] == "ok" for r in rows)
+
+
+def test_command_refusals(tmp_path, zoo, monkeypatch):
+    unlabelled = tmp_path / "x.npz"
+    np.savez(unlabelled, x=np.zeros((4, 5)))
+    result = run("estimate-gap", zoo["paths"][0], "--train", unlabelled, "--test", zoo["test"], code=2)
+    assert "--train" in result.stderr and "no labels" in result.stderr
+    result = run(
+        "estimate-gap",
+        zoo["paths"][0],
+        "--train",
+        zoo["train"],
+        "--test",
+        zoo["test"],
+        "--estimators",
+        "magic",
+        code=2,
+    )
+    assert "--estimators" in result.stderr
+    result = run(
+        "estimate-gap",
+        zoo["paths"][0],
+        "--train",
+        zoo["train"],
+        "--test",
+        zoo["test"],
+        "--calibrate",
+        tmp_path / "none*.safetensors",
+        code=2,
+    )
+    assert "matches no file" in result.stderr
+
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    result = run(
+        "estimate-gap",
+        zoo["paths"][0],
+        "--train",
+        zoo["train"],
+        "--test",
+        zoo["test"],
+        "--plot",
+        tmp_path / "p.png",
+        code=2,
+    )
+    assert result.stderr.strip() == "tsens: error: plots need matplotlib: pip install 'tsens[plot]'"
+
+
+def test_calibration_from_another_data_set_warns_and_falls_back(tmp_path, zoo):
+    other = tmp_path / "other"
+    paths = []
+    for r, run_name in enumerate(RUNS):
+        (other / run_name).mkdir(parents=True)
+        path = other / run_name / "step=1.safetensors"
+        save_net(
+            path,
+            (5, 7, 6, 3),
+            seed=r,
+            scale=1.0,
+            metadata={"run": f"o{run_name}", "dataset": "elsewhere", "test_loss": "1.0", "test_acc": "0.5"},
+        )
+        paths.append(str(path))
+    result = run(
+        "estimate-gap",
+        *zoo["paths"][:3],
+        "--train",
+        zoo["train"],
+        "--test",
+        zoo["test"],
+        "--calibrate",
+        str(other / "*" / "*.safetensors"),
+        "-o",
+        "-",
+    )
+    assert "trained on elsewhere" in result.stderr and "fall back to naive" in result.stderr
+    rows = ipc.open_stream(io.BytesIO(result.stdout_bytes)).read_all().to_pylist()
+    assert {r["status_calibrated"] for r in rows} == {"calibration-from-another-dataset"}

@@ -1,0 +1,248 @@
+"""``tsens estimate-gap``: test loss and accuracy without test labels, and how good each estimate is."""
+
+from __future__ import annotations
+
+import glob
+import math
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import TsensError
+from ..gap import GapResult, estimate_gap
+from ..gap.calibration import Calibration
+from ..gap.estimators import NAMES
+from ..runs import plan_runs
+from ..tables import provenance
+from . import inputs, options, render
+from .command import command
+from .outputs import Tables, checked_targets
+
+
+def _estimators(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    chosen = tuple(m.strip() for m in value.split(",") if m.strip())
+    if chosen == ("all",):
+        return NAMES
+    bad = [m for m in chosen if m not in NAMES]
+    if bad or not chosen:
+        raise click.BadParameter(f"{value!r}: expected all or a comma-separated subset of {', '.join(NAMES)}")
+    return chosen
+
+
+def _expand(patterns: tuple[str, ...]) -> list[str]:
+    paths: list[str] = []
+    for pattern in patterns:
+        found = sorted(glob.glob(pattern)) or ([pattern] if Path(pattern).exists() else [])
+        if not found:
+            raise TsensError(f"--calibrate {pattern!r} matches no file")
+        paths += found
+    return paths
+
+
+def _check_side_files(params: dict[str, Any]) -> None:
+    """Refuse --plot and --save-calibration targets before any work, like -o."""
+    for flag, key, suffix in (
+        ("--plot", "plot", ".png"),
+        ("--save-calibration", "save_calibration", ".json"),
+    ):
+        path = params.get(key)
+        if not path:
+            continue
+        target = Path(path)
+        if target.suffix.lower() != suffix:
+            raise TsensError(f"{flag} {path!r}: expected a {suffix} file")
+        if target.exists() and not params.get("force"):
+            raise TsensError(f"{flag} {path!r} exists; pass --force to overwrite it")
+        if not target.parent.is_dir():
+            raise TsensError(f"{flag} {path!r}: directory {str(target.parent)!r} does not exist")
+    if params.get("plot"):
+        from ..plots import require_matplotlib
+
+        require_matplotlib()
+    if params.get("calibration") and params.get("calibrate"):
+        raise TsensError("give --calibrate GLOB or --calibration FILE, not both")
+
+
+@command("estimate-gap")
+@options.checkpoint_options
+@options.data_option("--train", help="The training set, with labels: a name (digits, cifar, ...) or a file.")
+@options.data_option(
+    "--test", help="Test inputs (labels optional, used only for evaluation and calibration)."
+)
+@options.preprocess_options
+@click.option(
+    "--estimators",
+    default="all",
+    callback=_estimators,
+    show_default=True,
+    help=f"Comma-separated subset of {', '.join(NAMES)} (naive is always included).",
+)
+@click.option(
+    "--calibrate",
+    multiple=True,
+    metavar="GLOB",
+    help="Checkpoints of other runs whose test loss and accuracy are known, to fit mean-gap and calibrated.",
+)
+@click.option(
+    "--calibration", default=None, metavar="FILE", help="A calibration written by --save-calibration."
+)
+@click.option(
+    "--save-calibration", default=None, metavar="FILE.json", help="Write the fitted calibration (JSON)."
+)
+@click.option(
+    "--sibling-key",
+    default="config",
+    show_default=True,
+    help="Runs whose checkpoints share this metadata value are siblings (for disagreement).",
+)
+@click.option(
+    "--plot", default=None, metavar="FILE.png", help="Draw truth and estimates (needs tsens[plot])."
+)
+@options.compute_options
+@options.output_options
+@checked_targets
+def estimate_gap_command(**params: Any) -> None:
+    """Estimate test loss (nats) and accuracy of every checkpoint without test labels.
+
+    Estimators: naive (test = train); the paper's layer-norm, kummer, membership ([T] §4,
+    eqs. 5–7, as published, with a status where they are undefined) and jacobian ([N]); the
+    label-free baselines confidence (AC), doc (Guillory et al. 2021), atc (Garg et al. 2022);
+    disagreement between sibling runs (Jiang et al. 2022); mean-gap and calibrated (a ridge
+    model of the gap fitted on --calibrate runs, a --calibration file, or, when the test set has
+    labels, leave-one-run-out over the given runs). With test labels the summary says how good
+    each estimator is: MAE, Kendall's τ, and whether it beats naive, doc and the best baseline.
+    """
+    _check_side_files(params)
+    compute = inputs.compute(params)
+    refs = inputs.checkpoints(params)
+    calibration_refs = plan_runs(_expand(params["calibrate"])) if params["calibrate"] else []
+    calibration = Calibration.load(params["calibration"]) if params["calibration"] else None
+    train = inputs.dataset(params["train"], params)
+    test = inputs.dataset(params["test"], params)
+    loaded: dict[str, Any] = {}
+
+    def load(ref: Any) -> Any:
+        net = inputs.load(ref, params)
+        loaded[ref.path] = net
+        return net
+
+    result = estimate_gap(
+        refs,
+        train,
+        test,
+        estimators=params["estimators"],
+        calibration=calibration,
+        calibration_refs=calibration_refs,
+        sibling_key=params["sibling_key"],
+        compute=compute,
+        load=load,
+    )
+    tables = Tables("estimate-gap", params, {"train": params["train"], "test": params["test"]})
+    for ref, row in zip(refs, result.rows, strict=True):
+        net = loaded[ref.path]
+        tables.add(ref, net, {k: [v] for k, v in row.items() if k not in ("checkpoint", "run", "step")})
+    tables.summary_rows = [*(result.evaluation or []), *(result.ranking or [])]
+    for note in result.notes:
+        render.warn(note)
+    if not inputs.quiet(params):
+        _render(result)
+    tables.write()
+    if params["save_calibration"]:
+        if result.calibration is None:
+            raise TsensError(
+                "--save-calibration: no calibration was fitted (give --calibrate or a labelled --test)"
+            )
+        result.calibration.provenance = provenance(
+            "estimate-gap", tables.records, tables.data, {k: v for k, v in params.items() if k != "force"}
+        )
+        result.calibration.save(params["save_calibration"], force=params["force"])
+        if not inputs.quiet(params):
+            render.note(f"wrote the calibration to {params['save_calibration']}")
+    if params["plot"]:
+        from ..plots import plot_gap
+
+        plot_gap(result, params["plot"])
+        if not inputs.quiet(params):
+            render.note(f"wrote {params['plot']}")
+
+
+def _cell(row: dict[str, Any], loss: str, acc: str, status: str | None = None) -> str:
+    text = f"{row[loss]:.3f} ({100 * row[acc]:.1f})" if math.isfinite(row[loss]) else "n/a"
+    return text + ("*" if status and row.get(status, "ok") != "ok" else "")
+
+
+def _render(result: GapResult) -> None:
+    names = [k.removeprefix("status_") for k in result.rows[0] if k.startswith("status_")]
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for row in result.rows:
+        runs.setdefault(row["run"], []).append(row)
+    for run, rows in runs.items():
+        table = [("train", *(_cell(r, "train_loss", "train_acc") for r in rows))]
+        if result.labelled:
+            table.append(("test (true)", *(_cell(r, "test_loss", "test_acc") for r in rows)))
+        for key in names:
+            table.append(
+                (
+                    key.replace("_", "-"),
+                    *(_cell(r, f"est_{key}_loss", f"est_{key}_acc", f"status_{key}") for r in rows),
+                )
+            )
+        render.show_table(
+            f"{run}: test loss (accuracy %) by step",
+            ["", *(render.fmt(r["step"]) for r in rows)],
+            table,
+            caption="* fell back to naive (see the status columns)",
+        )
+    if result.evaluation is None:
+        render.note("the test set has no labels: estimates only, no evaluation")
+        return
+    rows = []
+    for e in result.evaluation:
+        mark = " ★" if e["winner_loss"] or e["winner_acc"] else ""
+        rows.append(
+            (
+                e["name"] + mark,
+                e["mae_loss"],
+                e["mae_acc_points"],
+                e["kendall_loss"],
+                e["kendall_loss_gap"],
+                e["fallbacks"],
+                _yes(e["beats_naive_loss"], e["beats_naive_acc"]),
+                _yes(e["beats_doc_loss"], e["beats_doc_acc"]),
+                _yes(e["beats_best_baseline_loss"], e["beats_best_baseline_acc"]),
+            )
+        )
+    render.show_table(
+        f"how good each estimator is, over {result.evaluation[0]['checkpoints']} checkpoints",
+        [
+            "estimator",
+            "MAE loss",
+            "MAE acc (pts)",
+            "τ loss",
+            "τ gap",
+            "fallbacks",
+            "beats naive",
+            "beats doc",
+            "beats best",
+        ],
+        rows,
+        caption="★ lowest MAE of loss or accuracy; beats = lower MAE, for loss/accuracy; τ = Kendall's τ "
+        "of predicted with true test loss, and of predicted with true gap (test − train loss).",
+    )
+    ranked = sorted(
+        result.ranking or [],
+        key=lambda r: -abs(r["kendall_loss_gap"]) if math.isfinite(r["kendall_loss_gap"]) else 0,
+    )
+    render.show_table(
+        "which label-free measure ranks the generalization gap (Kendall's τ across checkpoints)",
+        ["measure", "τ with loss gap", "τ with accuracy gap"],
+        [(r["name"], r["kendall_loss_gap"], r["kendall_acc_gap"]) for r in ranked[:8]],
+    )
+
+
+def _yes(loss: bool | None, acc: bool | None) -> str:
+    def word(v: bool | None) -> str:
+        return "n/a" if v is None else "yes" if v else "no"
+
+    return f"{word(loss)}/{word(acc)}"
