@@ -401,3 +401,16 @@ def test_calibration_from_another_data_set_warns_and_falls_back(tmp_path, zoo):
     assert "trained on elsewhere" in result.stderr and "fall back to naive" in result.stderr
     rows = ipc.open_stream(io.BytesIO(result.stdout_bytes)).read_all().to_pylist()
     assert {r["status_calibrated"] for r in rows} == {"calibration-from-another-dataset"}
+
+
+def test_calibrated_gaps_do_not_extrapolate_without_limit():
+    rng = np.random.default_rng(2)
+    runs = [f"r{i}" for i in range(6) for _ in range(5)]
+    rows = [{"train_loss": rng.uniform(), "train_acc": rng.uniform(), "conf_train": 0.9, "conf_shift": rng.normal(),
+             "entropy_train": 0.2, "entropy_shift": rng.normal(), "atc_acc": 0.8} for _ in runs]  # fmt: skip
+    y = np.array([r["entropy_shift"] for r in rows])
+    model = fit(rows, y, runs)
+    far = dict(rows[0], entropy_shift=1e6, conf_shift=-1e6)
+    lo, hi = y.min(), y.max()
+    assert model.predict([far])[0] == pytest.approx(hi + 0.5 * (hi - lo))
+    assert est.from_gaps({"train_loss": 0.1, "train_acc": 0.9}, -5.0, 0.5) == est.Estimate(0.0, 1.0)

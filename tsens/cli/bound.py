@@ -77,8 +77,9 @@ def bound(**params: Any) -> None:
     Data-free: paper (eq. 1, explicit constants), path (sums over paths of |weights|) and
     spectral (norm products), and the tightest of each; the weight norms they read (raw and
     BatchNorm-folded) and log10 w = Σ log10 max|W_l|. With --data also the Gaussian fit
-    (active_mean, active_std) of the total active count, the gauss and gauss-paper bounds
-    and the measured mean and max of ‖T‖ and ‖J_logit‖.
+    (active_mean, active_std; population std, ddof = 0, as in the author's code) of the total
+    active count, the gauss and gauss-paper bounds and the measured mean and max of ‖T‖ and
+    ‖J_logit‖.
 
     \b
     BOUND names for --fail-above/--fail-below: any log10_ column, with or

@@ -13,6 +13,10 @@ rows is skipped. The intercept is not penalised.
 selection, too, happens inside those), for when all checkpoints have test labels and no
 separate calibration is given.
 
+A linear model extrapolates without limit, and a checkpoint unlike every calibration one can
+get an absurd gap; predictions are therefore kept within the calibration gaps' range widened by
+half its width on each side (:data:`EXTRAPOLATION`).
+
 A fitted :class:`Calibration` is saved as JSON (no pickle) with its provenance.
 """
 
@@ -63,6 +67,8 @@ FEATURE_SETS["all"] = (
     "log10_spectral_product",
 )
 ALPHAS = tuple(10.0**k for k in range(-3, 4))
+EXTRAPOLATION = 0.5
+"""How far beyond the calibration gaps' range a prediction may go, as a share of that range."""
 MAX_FOLDS = 10
 MIN_RUNS = 5
 """Fewer calibration runs than this are too few to choose features and α honestly."""
@@ -87,10 +93,18 @@ class LinearModel:
     alpha: float
     feature_set: str
     cv_mae: float
+    target_range: list[float]
 
     def predict(self, rows: Sequence[Mapping[str, float]]) -> np.ndarray:
         x = _matrix(rows, self.features)
-        return self.intercept + ((x - np.array(self.mean)) / np.array(self.scale)) @ np.array(self.coef)
+        raw = self.intercept + ((x - np.array(self.mean)) / np.array(self.scale)) @ np.array(self.coef)
+        return _bounded(raw, self.target_range)
+
+
+def _bounded(values: np.ndarray, target_range: Sequence[float]) -> np.ndarray:
+    lo, hi = target_range
+    margin = EXTRAPOLATION * (hi - lo)
+    return np.clip(values, lo - margin, hi + margin)
 
 
 def _matrix(rows: Sequence[Mapping[str, float]], names: Sequence[str]) -> np.ndarray:
@@ -120,7 +134,8 @@ def _cv_mae(x: np.ndarray, y: np.ndarray, groups: Sequence[str], alpha: float) -
     for held in _folds(groups):
         keep = np.setdiff1d(np.arange(len(y)), held)
         mean, scale, coef, intercept = _ridge(x[keep], y[keep], alpha)
-        errors[held] = intercept + ((x[held] - mean) / scale) @ coef - y[held]
+        predicted = intercept + ((x[held] - mean) / scale) @ coef
+        errors[held] = _bounded(predicted, [float(y[keep].min()), float(y[keep].max())]) - y[held]
     return float(np.mean(np.abs(errors)))
 
 
@@ -143,7 +158,17 @@ def fit(rows: Sequence[Mapping[str, float]], y: np.ndarray, groups: Sequence[str
     score, name, alpha = best
     names = list(FEATURE_SETS[name])
     mean, scale, coef, intercept = _ridge(_matrix(rows, names), y, alpha)
-    return LinearModel(names, mean.tolist(), scale.tolist(), coef.tolist(), intercept, alpha, name, score)
+    return LinearModel(
+        names,
+        mean.tolist(),
+        scale.tolist(),
+        coef.tolist(),
+        intercept,
+        alpha,
+        name,
+        score,
+        [float(y.min()), float(y.max())],
+    )
 
 
 def cross_fit(rows: Sequence[Mapping[str, float]], y: np.ndarray, groups: Sequence[str]) -> np.ndarray:

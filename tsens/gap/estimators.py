@@ -2,7 +2,8 @@
 
 Each is a pure function of the checkpoint's features (:mod:`tsens.gap.features`) and, for some,
 of its previous checkpoint, its sibling runs or a calibration fitted elsewhere. Where an
-estimate is undefined it falls back to ``naive`` and says why in its ``status``.
+estimate is undefined it falls back to ``naive`` and says why in its ``status``. Estimates stay
+in range: accuracies within [0, 1], the additive losses (doc, mean-gap, calibrated) at least 0.
 
 * ``naive``: test = train.
 * [T] §4 (Daróczy 2020), as the author's code computes them, the same form for loss and
@@ -89,6 +90,10 @@ def _clip(acc: float) -> float:
     return min(1.0, max(0.0, acc))
 
 
+def _nonnegative(loss: float) -> float:
+    return max(0.0, loss)
+
+
 def _scaled(f: Features, ratio: float) -> Estimate:
     return Estimate(f["train_loss"] * ratio, _clip(f["train_acc"] * ratio))
 
@@ -130,7 +135,9 @@ def confidence(f: Features) -> Estimate:
 
 
 def doc(f: Features) -> Estimate:
-    return Estimate(f["train_loss"] + f["entropy_shift"], _clip(f["train_acc"] - f["conf_shift"]))
+    return Estimate(
+        _nonnegative(f["train_loss"] + f["entropy_shift"]), _clip(f["train_acc"] - f["conf_shift"])
+    )
 
 
 def atc(f: Features) -> Estimate:
@@ -150,13 +157,9 @@ def disagreement(log_probs: np.ndarray, siblings: Sequence[np.ndarray], f: Featu
     return Estimate(float(np.mean(loss)), float(np.mean(agree)))
 
 
-def mean_gap(f: Features, loss_gap: float, acc_gap: float) -> Estimate:
-    return Estimate(f["train_loss"] + loss_gap, _clip(f["train_acc"] + acc_gap))
-
-
 def from_gaps(f: Features, loss_gap: float, acc_gap: float) -> Estimate:
-    """train + predicted gaps (the calibrated estimator's form)."""
-    return Estimate(f["train_loss"] + loss_gap, _clip(f["train_acc"] + acc_gap))
+    """train + gaps (``mean-gap`` and ``calibrated``), within the quantities' ranges."""
+    return Estimate(_nonnegative(f["train_loss"] + loss_gap), _clip(f["train_acc"] + acc_gap))
 
 
 def required_measures(names: Sequence[str]) -> set[str]:
