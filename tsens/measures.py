@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -83,6 +84,11 @@ class Batch:
         self.generator = generator
         self._done: dict[str, Columns] = {}
 
+    @cached_property
+    def log_probs(self) -> torch.Tensor:
+        """log softmax of the logits (B × n), shared by the measures that read it."""
+        return torch.log_softmax(self.trace.logits, 1)
+
     def get(self, name: str) -> Columns:
         """The columns of measure ``name`` for this batch (computed on first request)."""
         if name not in self._done:
@@ -91,7 +97,7 @@ class Batch:
 
 
 def _predictions(b: Batch) -> Columns:
-    log_probs = torch.log_softmax(b.trace.logits, 1)
+    log_probs = b.log_probs
     top, cls = log_probs.max(1)
     entropy = -(log_probs.exp() * log_probs).sum(1)
     out: Columns = {"predicted": cls, "confidence": top.exp(), "entropy": entropy}
@@ -103,7 +109,7 @@ def _predictions(b: Batch) -> Columns:
 
 
 def _log_probs(b: Batch) -> Columns:
-    return {"log_probs": torch.log_softmax(b.trace.logits, 1)}
+    return {"log_probs": b.log_probs}
 
 
 def _jacobian(b: Batch) -> Columns:
