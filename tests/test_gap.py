@@ -191,21 +191,24 @@ def test_test_labels_never_reach_a_label_free_estimate(zoo):
                 assert unseen[f"est_{key}_acc"] == seen[f"est_{key}_acc"], name
 
 
+def feature_rows(rng, runs, per_run):
+    """Random feature rows of the ``shift`` set for ``runs`` runs of ``per_run`` checkpoints."""
+    groups = [f"r{i}" for i in range(runs) for _ in range(per_run)]
+    keys = (
+        "train_loss",
+        "train_acc",
+        "conf_train",
+        "conf_shift",
+        "entropy_train",
+        "entropy_shift",
+        "atc_acc",
+    )
+    return groups, [{k: float(rng.normal()) for k in keys} for _ in groups]
+
+
 def test_leave_one_run_out_never_leaks_a_run_into_its_own_model():
     rng = np.random.default_rng(0)
-    runs = [f"r{i}" for i in range(8) for _ in range(4)]
-    rows = [
-        {
-            "train_loss": rng.uniform(0, 2),
-            "train_acc": rng.uniform(0.5, 1),
-            "conf_train": rng.uniform(0.5, 1),
-            "conf_shift": rng.normal(),
-            "entropy_train": rng.uniform(),
-            "entropy_shift": rng.normal(),
-            "atc_acc": rng.uniform(0.5, 1),
-        }
-        for _ in runs
-    ]
+    runs, rows = feature_rows(rng, 8, 4)
     y = np.array([r["conf_shift"] + 0.1 * rng.normal() for r in rows])
     base = cross_fit(rows, y, runs)
     planted = y.copy()
@@ -218,9 +221,7 @@ def test_leave_one_run_out_never_leaks_a_run_into_its_own_model():
 
 def test_feature_set_and_alpha_are_chosen_by_grouped_cross_validation():
     rng = np.random.default_rng(1)
-    runs = [f"r{i}" for i in range(6) for _ in range(5)]
-    rows = [{"train_loss": rng.uniform(), "train_acc": rng.uniform(), "conf_train": 0.9, "conf_shift": rng.normal(),
-             "entropy_train": 0.2, "entropy_shift": rng.normal(), "atc_acc": 0.8} for _ in runs]  # fmt: skip
+    runs, rows = feature_rows(rng, 6, 5)
     y = np.array([2.0 * r["entropy_shift"] for r in rows])
     model = fit(rows, y, runs)
     assert model.feature_set == "shift"  # the train-only set cannot see the signal
@@ -405,9 +406,7 @@ def test_calibration_from_another_data_set_warns_and_falls_back(tmp_path, zoo):
 
 def test_calibrated_gaps_do_not_extrapolate_without_limit():
     rng = np.random.default_rng(2)
-    runs = [f"r{i}" for i in range(6) for _ in range(5)]
-    rows = [{"train_loss": rng.uniform(), "train_acc": rng.uniform(), "conf_train": 0.9, "conf_shift": rng.normal(),
-             "entropy_train": 0.2, "entropy_shift": rng.normal(), "atc_acc": 0.8} for _ in runs]  # fmt: skip
+    runs, rows = feature_rows(rng, 6, 5)
     y = np.array([r["entropy_shift"] for r in rows])
     model = fit(rows, y, runs)
     far = dict(rows[0], entropy_shift=1e6, conf_shift=-1e6)

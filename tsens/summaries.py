@@ -71,9 +71,9 @@ def _infinite_mean(v: np.ndarray) -> float:
     return math.inf if pos else -math.inf
 
 
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman's rank correlation over the pairs where both are finite; NaN when fewer than
-    three pairs remain or either side is constant (no correlation is defined)."""
+def rank_correlation(a: np.ndarray, b: np.ndarray, kind: str = "spearman") -> float:
+    """Spearman's ρ or Kendall's τ-b (``kind``) over the pairs where both are finite; NaN when
+    fewer than three pairs remain or either side is constant (no correlation is defined)."""
     from scipy import stats  # deferred: scipy.stats costs ~1 s of every CLI start
 
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -81,7 +81,13 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a[keep], b[keep]
     if len(a) < 3 or np.all(a == a[0]) or np.all(b == b[0]):
         return math.nan
-    return float(stats.spearmanr(a, b).statistic)
+    test = stats.spearmanr if kind == "spearman" else stats.kendalltau
+    return float(test(a, b).statistic)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's ρ of the finite pairs (:func:`rank_correlation`)."""
+    return rank_correlation(a, b, "spearman")
 
 
 def _head(result: SetResult) -> Row:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..summaries import rank_correlation
 from .estimators import BASELINES
 
 Row = dict[str, Any]
@@ -50,15 +51,8 @@ LABEL_FREE = (
 
 
 def kendall(a: Sequence[float], b: Sequence[float]) -> float:
-    """Kendall's τ-b over the pairs where both are finite; NaN below 3 pairs or for a constant side."""
-    from scipy import stats  # deferred: scipy.stats is slow to import
-
-    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if len(x) < 3 or np.all(x == x[0]) or np.all(y == y[0]):
-        return math.nan
-    return float(stats.kendalltau(x, y).statistic)
+    """Kendall's τ-b of the finite pairs (:func:`tsens.summaries.rank_correlation`)."""
+    return rank_correlation(np.asarray(a), np.asarray(b), "kendall")
 
 
 def evaluate(rows: Sequence[Mapping[str, Any]], estimators: Sequence[str]) -> list[Row]:
