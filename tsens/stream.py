@@ -88,19 +88,26 @@ class SetResult:
         return "loss" in self.columns
 
 
-def prepared_for(network: Network, dataset: Dataset) -> Dataset:
-    """``dataset`` with the preprocessing that applies to ``network`` (module docstring)."""
+def chosen_preprocess(network: Network, dataset: Dataset, *, warn: bool = False) -> Preprocess:
+    """The preprocessing the rule picks for ``network`` (module docstring), before any
+    ``standard`` statistics are filled in; ``warn`` says so when the given one overrides a
+    different record."""
     recorded = Preprocess.from_metadata(network.metadata, network.path or "checkpoint")
     given = dataset.preprocess
     if given is None:
-        return dataset.with_preprocess(recorded or Preprocess())
-    if recorded is not None and recorded != given:
+        return recorded or Preprocess()
+    if warn and recorded is not None and recorded != given:
         warnings.warn(
             f"{network.path}: the given preprocessing {given.to_json()} differs from the one the "
             f"checkpoint records ({recorded.to_json()}); using the given one",
-            stacklevel=3,
+            stacklevel=4,
         )
-    return dataset.with_preprocess(given)
+    return given
+
+
+def prepared_for(network: Network, dataset: Dataset) -> Dataset:
+    """``dataset`` with the preprocessing that applies to ``network`` (module docstring)."""
+    return dataset.with_preprocess(chosen_preprocess(network, dataset, warn=True))
 
 
 def _check_fits(network: Network, dataset: Dataset) -> None:

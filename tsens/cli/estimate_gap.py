@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from ..gap import GapResult, estimate_gap
 from ..gap.calibration import Calibration
 from ..gap.estimators import NAMES
 from ..runs import plan_runs
+from ..stream import chosen_preprocess
 from ..tables import provenance
 from . import inputs, options, render
 from .command import command
@@ -120,11 +122,18 @@ def estimate_gap_command(**params: Any) -> None:
     calibration = Calibration.load(params["calibration"]) if params["calibration"] else None
     train = inputs.dataset(params["train"], params)
     test = inputs.dataset(params["test"], params)
-    loaded: dict[str, Any] = {}
+    shells: dict[str, Any] = {}
+    applied: dict[str, dict[str, str]] = {}
 
     def load(ref: Any) -> Any:
         net = inputs.load(ref, params)
-        loaded[ref.path] = net
+        # Provenance needs the path, sha256 and activation only: keep no weights, so memory
+        # holds one network at a time.
+        shells[ref.path] = replace(net, layers=())
+        applied[ref.path] = {
+            f"preprocess_{name}": chosen_preprocess(net, data).to_json()
+            for name, data in (("train", train), ("test", test))
+        }
         return net
 
     result = estimate_gap(
@@ -140,8 +149,8 @@ def estimate_gap_command(**params: Any) -> None:
     )
     tables = Tables("estimate-gap", params, {"train": params["train"], "test": params["test"]})
     for ref, row in zip(refs, result.rows, strict=True):
-        net = loaded[ref.path]
-        tables.add(ref, net, {k: [v] for k, v in row.items() if k not in ("checkpoint", "run", "step")})
+        columns = {k: [v] for k, v in row.items() if k not in ("checkpoint", "run", "step")}
+        tables.add(ref, shells[ref.path], columns, applied=applied[ref.path])
     tables.summary_rows = [*(result.evaluation or []), *(result.ranking or [])]
     for note in result.notes:
         render.warn(note)
