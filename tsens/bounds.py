@@ -381,16 +381,23 @@ def gaussian_bounds(
     log_k_k = k * math.log10(k) if k else 0.0  # k^k, with 0^0 = 1
     log_paths = _log10_moment(k, mu, sigma, network) - log_k_k  # E|N|^k / k^k
     gauss, terms = _combine(_paper_sq_terms(prep, [log_paths] * prep.depth, [log_paths] * prep.depth), factor)
-    gauss_paper = math.nan
-    if k > 0:
-        gauss_paper = (
-            math.log10(max(prep.hidden))
-            + ((k - 1) * log10_w(prep.network) if k > 1 else 0.0)
-            + _log10_moment(k - 1, mu, sigma, network)
-            - 0.5 * math.log10(math.pi)
-            - log_k_k
-        )
-    return {"gauss": gauss, "gauss_paper": gauss_paper}, terms
+    return {"gauss": gauss, "gauss_paper": log10_gauss_paper(network, mu, sigma)}, terms
+
+
+def log10_gauss_paper(network: Network, mu: float, sigma: float) -> float:
+    """The author's Gaussian bound ``H · w^{k−1} · E|N|^{k−1} / (sqrt(π) k^k)`` in log10 ([T]
+    eq. 2; k hidden layers, H the widest, ``w = Π_l max|W_l|`` of the raw weights), for a total
+    active count N ~ Normal(μ, σ²); NaN without hidden layers (not the author's case)."""
+    k = network.depth - 1
+    if k == 0:
+        return math.nan
+    return (
+        math.log10(max(network.hidden_widths))
+        + ((k - 1) * log10_w(network) if k > 1 else 0.0)
+        + _log10_moment(k - 1, mu, sigma, network)
+        - 0.5 * math.log10(math.pi)
+        - k * math.log10(k)
+    )
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..bounds import gaussian_bounds, log10_w, weight_statistics
+from ..bounds import log10_gauss_paper, log10_w, weight_statistics
 from ..network import Network
 from ..stream import SetResult
 
@@ -127,8 +127,7 @@ def checkpoint_features(
         f.update({"active_frac_train": a, "active_frac_test": b, "log_active_ratio": _log(b) - _log(a)})
         for name, cols in (("train", tr), ("test", te)):
             total = np.asarray(cols["active_total"], dtype=np.float64)
-            bound = gaussian_bounds(network, float(total.mean()), float(total.std()))[0]["gauss_paper"]
-            f[f"log10_kummer_{name}"] = bound
+            f[f"log10_kummer_{name}"] = log10_gauss_paper(network, float(total.mean()), float(total.std()))
     if "path_score" in tr:
         f["path_score_train"], f["path_score_test"] = _mean(tr["path_score"]), _mean(te["path_score"])
     if "log_membership" in tr:
