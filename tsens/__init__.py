@@ -9,6 +9,7 @@ session looks like::
     result = tsens.measure(net, data, ["predictions", "jacobian", "tangent"])
     result.columns["jac_prob_fro"]                  # per-sample NumPy columns
     tsens.jacobian_summary(result)                  # the numbers `tsens jacobian` shows
+    gap = tsens.estimate_gap(tsens.plan_runs(paths), train, test)   # `tsens estimate-gap`
     trace = tsens.Tracer(net)(x)                    # or one batch, by hand
     tsens.tangent_norms(trace), tsens.jacobian_norms(trace)
 
@@ -36,6 +37,7 @@ from .checkpoint import load_network, read_metadata  # noqa: E402
 from .compute import Compute  # noqa: E402
 from .datasets import Dataset, Preprocess, available_datasets, load_dataset  # noqa: E402
 from .errors import Note, OverflowWarning, ThresholdExceeded, TsensError  # noqa: E402
+from .gap import Calibration, GapResult, estimate_gap  # noqa: E402
 from .jacobian import jacobian_norms  # noqa: E402
 from .kummer import log_gaussian_abs_moment  # noqa: E402
 from .measures import MEASURES, Options  # noqa: E402
@@ -51,7 +53,7 @@ from .regions import (  # noqa: E402
     shared_region_share,
 )
 from .runs import CheckpointRef, group_runs, plan_runs, previous  # noqa: E402
-from .stream import SetResult, measure, measure_sets  # noqa: E402
+from .stream import InputCache, SetResult, measure, measure_sets  # noqa: E402
 from .summaries import (  # noqa: E402
     activations_summary,
     describe,
@@ -69,9 +71,12 @@ __all__ = [
     "Activation",
     "BatchNorm",
     "Bounds",
+    "Calibration",
     "CheckpointRef",
     "Compute",
     "Dataset",
+    "GapResult",
+    "InputCache",
     "Layer",
     "Measured",
     "Network",
@@ -92,6 +97,7 @@ __all__ = [
     "count_statistics",
     "data_free_bounds",
     "describe",
+    "estimate_gap",
     "gaussian_bounds",
     "group_runs",
     "jacobian_norms",
