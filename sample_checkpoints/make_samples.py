@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,9 @@ import torch
 from safetensors.torch import save_file
 
 from tsens.datasets import Dataset, Preprocess, load_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from training import train_epochs  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 SEED = 0
@@ -172,17 +176,8 @@ def train(run: Run) -> list[tuple[int, dict[str, str]]]:
     }
     (OUT / run.name).mkdir(parents=True)
     saved = []
-    step = 0
-    for epoch in range(1, max(run.epochs) + 1):
-        model.train()
-        for batch in torch.randperm(len(x_train), generator=generator).split(run.batch_size):
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(x_train[batch]), y_fit[batch])
-            loss.backward()
-            optimizer.step()
-            step += 1
-        if epoch not in run.epochs:
-            continue
+    fit = (x_train, y_fit)
+    for epoch, step in train_epochs(model, optimizer, fit, run.batch_size, generator, run.epochs):
         train_loss, train_acc = evaluate(model, x_train, y_train)
         test_loss, test_acc = evaluate(model, x_test, y_test)
         metadata = {

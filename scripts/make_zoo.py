@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import save
+from training import train_epochs
 
 from tsens.datasets import Dataset, Preprocess, load_dataset
 
@@ -294,17 +295,8 @@ def train(config: Config, seed: int, out: Path) -> list[dict[str, str]]:
     }
     (out / run).mkdir(parents=True)
     saved = []
-    step = 0
-    for epoch in range(1, max(config.epochs) + 1):
-        model.train()
-        for batch in torch.randperm(len(x_train), generator=generator).split(config.batch_size):
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
-            loss.backward()
-            optimizer.step()
-            step += 1
-        if epoch not in config.epochs:
-            continue
+    data = (x_train, y_train)
+    for epoch, step in train_epochs(model, optimizer, data, config.batch_size, generator, config.epochs):
         train_loss, train_acc = evaluate(model, x_train64, y_train)
         test_loss, test_acc = evaluate(model, x_test64, y_test)
         metadata = {

@@ -284,20 +284,8 @@ def test_output_piped_into_head_ends_quietly(tmp_path):
     save_checkpoint(ckpt)
     data = tmp_path / "big.npz"
     save_data(data, n=3000)
-    command = [
-        sys.executable,
-        "-m",
-        "tsens",
-        "jacobian",
-        str(ckpt),
-        "--data",
-        str(data),
-        "-o",
-        "-",
-        "--format",
-        "jsonl",
-        "-q",
-    ]
+    args = f"jacobian {ckpt} --data {data} -o - --format jsonl -q".split()
+    command = [sys.executable, "-m", "tsens", *args]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = proc.stdout.readline()
     proc.stdout.close()

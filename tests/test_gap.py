@@ -320,34 +320,17 @@ def test_command_tables_plot_and_calibration_files(tmp_path, zoo):
 
 
 def test_command_refusals(tmp_path, zoo, monkeypatch):
+    def refused(*extra, train=zoo["train"]):
+        result = run("estimate-gap", zoo["paths"][0], "--train", train, "--test", zoo["test"], *extra, code=2)
+        assert len(result.stderr.strip().splitlines()) == 1
+        return result.stderr
+
     unlabelled = tmp_path / "x.npz"
     np.savez(unlabelled, x=np.zeros((4, 5)))
-    result = run("estimate-gap", zoo["paths"][0], "--train", unlabelled, "--test", zoo["test"], code=2)
-    assert "--train" in result.stderr and "no labels" in result.stderr
-    result = run(
-        "estimate-gap",
-        zoo["paths"][0],
-        "--train",
-        zoo["train"],
-        "--test",
-        zoo["test"],
-        "--estimators",
-        "magic",
-        code=2,
-    )
-    assert "--estimators" in result.stderr
-    result = run(
-        "estimate-gap",
-        zoo["paths"][0],
-        "--train",
-        zoo["train"],
-        "--test",
-        zoo["test"],
-        "--calibrate",
-        tmp_path / "none*.safetensors",
-        code=2,
-    )
-    assert "matches no file" in result.stderr
+    assert "--train" in (err := refused(train=unlabelled)) and "no labels" in err
+    assert "--estimators" in refused("--estimators", "magic")
+    assert "matches no file" in refused("--calibrate", tmp_path / "none*.safetensors")
+    assert "not both" in refused("--calibrate", zoo["paths"][1], "--calibration", tmp_path / "c.json")
 
     import builtins
 
@@ -359,18 +342,8 @@ def test_command_refusals(tmp_path, zoo, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_matplotlib)
-    result = run(
-        "estimate-gap",
-        zoo["paths"][0],
-        "--train",
-        zoo["train"],
-        "--test",
-        zoo["test"],
-        "--plot",
-        tmp_path / "p.png",
-        code=2,
-    )
-    assert result.stderr.strip() == "tsens: error: plots need matplotlib: pip install 'tsens[plot]'"
+    message = "tsens: error: plots need matplotlib: pip install 'tsens[plot]'"
+    assert refused("--plot", tmp_path / "p.png").strip() == message
 
 
 def test_calibration_from_another_data_set_warns_and_falls_back(tmp_path, zoo):

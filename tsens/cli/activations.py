@@ -6,11 +6,11 @@ from typing import Any
 
 import click
 
-from ..stream import measure
 from ..summaries import activations_summary, unit_frequencies
-from . import inputs, options, render
+from . import options, render
 from .command import command
-from .outputs import Tables, checked_targets
+from .flow import per_sample
+from .outputs import checked_targets
 
 _STATS = ("mean", "variance", "skewness", "excess_kurtosis", "normality_p")
 
@@ -30,19 +30,8 @@ def activations(**params: Any) -> None:
     gives mean, variance, skewness, excess kurtosis and a normality p-value per layer, and the
     dead (never active) and always-active units on this data.
     """
-    compute = inputs.compute(params)
-    checkpoints = inputs.networks(params)
-    data = inputs.dataset(params["data"], params)
-    tables = Tables("activations", params, {"data": params["data"]})
-    for ref, net in checkpoints:
-        with render.progress(params, net.path, len(data)) as progress:
-            result = measure(net, data, ["active"], compute=compute, progress=progress)
-        row = activations_summary(result)
-        cols = unit_frequencies(result) if params["per_unit"] else result.columns
-        tables.add(ref, net, cols, [row], {"preprocess": result.dataset.preprocess.to_json()})
-        if not inputs.quiet(params):
-            _render(row, net.describe())
-    tables.write()
+    rows = unit_frequencies if params["per_unit"] else (lambda result: result.columns)
+    per_sample("activations", params, ["active"], activations_summary, _render, rows=rows)
 
 
 def _render(row: dict[str, Any], arch: str) -> None:

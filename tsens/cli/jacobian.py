@@ -8,11 +8,11 @@ import click
 
 from ..errors import TsensError
 from ..measures import Options
-from ..stream import measure
 from ..summaries import DESCRIBED, SENSITIVITY_COLUMNS, jacobian_summary
-from . import inputs, options, render
+from . import options, render
 from .command import command
-from .outputs import Tables, checked_targets
+from .flow import per_sample
+from .outputs import checked_targets
 
 MEASURES = ("jacobian", "tangent")
 
@@ -56,25 +56,8 @@ def jacobian(**params: Any) -> None:
     if params["probes"] is not None and "tangent" not in params["measures"]:
         raise TsensError("--probes only applies to the tangent measure; add it to --measures")
     settings = Options(reading=params["reading"], probes=params["probes"])
-    compute = inputs.compute(params)
-    checkpoints = inputs.networks(params)
-    data = inputs.dataset(params["data"], params)
-    tables = Tables("jacobian", params, {"data": params["data"]})
-    for ref, net in checkpoints:
-        with render.progress(params, net.path, len(data)) as progress:
-            result = measure(
-                net,
-                data,
-                ["predictions", *params["measures"]],
-                options=settings,
-                compute=compute,
-                progress=progress,
-            )
-        row = jacobian_summary(result)
-        tables.add(ref, net, result.columns, [row], {"preprocess": result.dataset.preprocess.to_json()})
-        if not inputs.quiet(params):
-            _render(row, net.describe())
-    tables.write()
+    measures = ["predictions", *params["measures"]]
+    per_sample("jacobian", params, measures, jacobian_summary, _render, options=settings)
 
 
 def _render(row: dict[str, Any], arch: str) -> None:

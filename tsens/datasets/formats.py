@@ -57,12 +57,18 @@ def _head(path: Path, size: int = 8) -> bytes:
 # --------------------------------------------------------------------------- NumPy
 
 
+def _expect(path: Path, magic: bytes, kind: str, what: str, other: bytes, hint: str) -> None:
+    """Refuse a file that does not start with ``magic`` in plain words (with ``hint`` when it
+    starts with the ``other`` format's magic) before NumPy gives its own advice."""
+    head = _head(path)
+    if not head.startswith(magic):
+        extra = f" ({hint})" if head.startswith(other) else ""
+        raise TsensError(f"{path}: not a valid {kind} file (expected {what}){extra}")
+
+
 def read_npz(path: Path) -> Arrays:
     """Inputs ``x``/``X``/``data`` and labels ``y``/``Y``/``labels``/``targets`` of a .npz file."""
-    head = _head(path)
-    if not head.startswith(_ZIP_MAGIC):
-        hint = " (it is a .npy file: name it .npy)" if head.startswith(_NPY_MAGIC) else ""
-        raise TsensError(f"{path}: not a valid .npz file (expected a NumPy zip archive){hint}")
+    _expect(path, _ZIP_MAGIC, ".npz", "a NumPy zip archive", _NPY_MAGIC, "it is a .npy file: name it .npy")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.keys())
@@ -81,10 +87,7 @@ def read_npz(path: Path) -> Arrays:
 
 def read_npy(path: Path) -> Arrays:
     """The inputs of a .npy file, memory-mapped (no labels)."""
-    head = _head(path)
-    if not head.startswith(_NPY_MAGIC):
-        hint = " (it is a zip archive: a .npz file?)" if head.startswith(_ZIP_MAGIC) else ""
-        raise TsensError(f"{path}: not a valid .npy file (expected a NumPy array file){hint}")
+    _expect(path, _NPY_MAGIC, ".npy", "a NumPy array file", _ZIP_MAGIC, "it is a zip archive: a .npz file?")
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False), None
     except (OSError, ValueError, EOFError) as exc:
