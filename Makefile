@@ -34,6 +34,7 @@ demo: $(VENV)/.installed
 	$(BIN)/tsens jacobian $(SAMPLES)/digits-64-32-10/*.safetensors --data digits-test
 	$(BIN)/tsens activations $(SAMPLES)/digits-64-32-10/epoch=80.safetensors --data digits-test
 	$(BIN)/tsens regions $(SAMPLES)/digits-64-32-10/epoch=80.safetensors --data digits --test digits-test
+	$(BIN)/tsens transitions $(SAMPLES)/digits-64-32-10/epoch=80.safetensors --data digits-test --count 20
 	$(BIN)/tsens estimate-gap $(SAMPLES)/digits-*/*.safetensors --train digits --test digits-test
 
 LINTED := tsens tests bench scripts $(SAMPLES)

@@ -13,11 +13,11 @@ import warnings
 
 import numpy as np
 import pyarrow.feather as feather
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 import torch
 from click.testing import CliRunner
+from clitools import one_line_error, read_stream, run
 from nets import autograd_jacobian, random_network
 from safetensors.torch import save_file
 
@@ -51,25 +51,6 @@ def files(tmp_path):
     data = tmp_path / "data.npz"
     x = save_data(data)
     return {"ckpt": str(ckpt), "net": net, "data": str(data), "x": x, "dir": tmp_path}
-
-
-def run(*args, code=0):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == code, result.output + repr(result.exception)
-    return result
-
-
-def one_line_error(result, *fragments):
-    """A user error: exit 2, exactly one line on stderr, naming every fragment."""
-    assert result.exit_code == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("tsens: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-
-
-def read_stream(result):
-    return ipc.open_stream(io.BytesIO(result.stdout_bytes)).read_all()
 
 
 def test_version():

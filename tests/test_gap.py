@@ -12,13 +12,12 @@ import numpy as np
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner
+from clitools import run
 from nets import random_network
 from safetensors.torch import save_file
 from scipy import stats
 
 import tsens
-from tsens.cli import main
 from tsens.errors import TsensError
 from tsens.gap import estimate_gap
 from tsens.gap import estimators as est
@@ -38,16 +37,16 @@ def save_net(path, widths, seed, scale, metadata, batchnorm=False):
 def make_zoo(root, runs=RUNS, steps=(1, 2, 3), batchnorm=False):
     """Runs of random networks whose scale grows with the step (sharper, more confident)."""
     paths = []
-    for r, run in enumerate(runs):
-        (root / run).mkdir(parents=True, exist_ok=True)
+    for r, run_name in enumerate(runs):
+        (root / run_name).mkdir(parents=True, exist_ok=True)
         for step in steps:
-            path = root / run / f"step={step}.safetensors"
-            config = "twin" if run in ("a", "b") else run
-            meta = {"run": run, "step": str(step), "config": config, "dataset": "toy"}
+            path = root / run_name / f"step={step}.safetensors"
+            config = "twin" if run_name in ("a", "b") else run_name
+            meta = {"run": run_name, "step": str(step), "config": config, "dataset": "toy"}
             save_net(
                 path,
                 (5, 7, 6, 3),
-                seed=100 * r + (0 if run != "b" else 7),
+                seed=100 * r + (0 if run_name != "b" else 7),
                 scale=0.6 + 0.5 * step,
                 metadata=meta,
                 batchnorm=batchnorm,
@@ -287,12 +286,6 @@ def test_ordering_single_checkpoint_batchnorm_and_no_calibration_runs(tmp_path):
             tsens.load_dataset(test).__class__(np.zeros((3, 5)), None, "t", (5,)),
             tsens.load_dataset(test),
         )
-
-
-def run(*args, code=0):
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    assert result.exit_code == code, result.output + repr(result.exception)
-    return result
 
 
 def test_command_tables_plot_and_calibration_files(tmp_path, zoo):

@@ -27,6 +27,7 @@ from .info import info
 from .jacobian import jacobian
 from .options import debug_option
 from .regions import regions
+from .transitions import transitions
 
 BROKEN_PIPE = 141
 
@@ -78,5 +79,5 @@ def main() -> None:
     summaries to stderr."""
 
 
-for _command in (info, datasets, bound, jacobian, activations, regions, estimate_gap_command):
+for _command in (info, datasets, bound, jacobian, activations, regions, transitions, estimate_gap_command):
     main.add_command(_command)

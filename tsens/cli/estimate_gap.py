@@ -19,7 +19,10 @@ from ..stream import chosen_preprocess
 from ..tables import provenance
 from . import inputs, options, render
 from .command import command
-from .outputs import Tables, checked_targets
+from .outputs import Tables, check_side_files, checked_targets
+
+SIDE_FILES = (("--plot", "plot", ".png"), ("--save-calibration", "save_calibration", ".json"))
+"""Extra outputs, refused before any work like ``-o``."""
 
 
 def _estimators(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -40,30 +43,6 @@ def _expand(patterns: tuple[str, ...]) -> list[str]:
             raise TsensError(f"--calibrate {pattern!r} matches no file")
         paths += found
     return paths
-
-
-def _check_side_files(params: dict[str, Any]) -> None:
-    """Refuse --plot and --save-calibration targets before any work, like -o."""
-    for flag, key, suffix in (
-        ("--plot", "plot", ".png"),
-        ("--save-calibration", "save_calibration", ".json"),
-    ):
-        path = params.get(key)
-        if not path:
-            continue
-        target = Path(path)
-        if target.suffix.lower() != suffix:
-            raise TsensError(f"{flag} {path!r}: expected a {suffix} file")
-        if target.exists() and not params.get("force"):
-            raise TsensError(f"{flag} {path!r} exists; pass --force to overwrite it")
-        if not target.parent.is_dir():
-            raise TsensError(f"{flag} {path!r}: directory {str(target.parent)!r} does not exist")
-    if params.get("plot"):
-        from ..plots import require_matplotlib
-
-        require_matplotlib()
-    if params.get("calibration") and params.get("calibrate"):
-        raise TsensError("give --calibrate GLOB or --calibration FILE, not both")
 
 
 @command("estimate-gap")
@@ -115,7 +94,9 @@ def estimate_gap_command(**params: Any) -> None:
     labels, leave-one-run-out over the given runs). With test labels the summary says how good
     each estimator is: MAE, Kendall's τ, and whether it beats naive, doc and the best baseline.
     """
-    _check_side_files(params)
+    check_side_files(params, SIDE_FILES)
+    if params.get("calibration") and params.get("calibrate"):
+        raise TsensError("give --calibrate GLOB or --calibration FILE, not both")
     compute = inputs.compute(params)
     refs = inputs.checkpoints(params)
     calibration_refs = plan_runs(_expand(params["calibrate"])) if params["calibrate"] else []

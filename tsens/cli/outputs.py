@@ -52,6 +52,26 @@ def check_targets(params: Mapping[str, Any]) -> None:
             raise TsensError(f"{flag} {path!r}: directory {str(target.parent)!r} does not exist")
 
 
+def check_side_files(params: Mapping[str, Any], files: Sequence[tuple[str, str, str]]) -> None:
+    """Refuse extra output files (``(flag, parameter, suffix)``, e.g. ``--plot``) before any work,
+    as for ``-o``; a plot target also needs matplotlib."""
+    for flag, key, suffix in files:
+        path = params.get(key)
+        if not path:
+            continue
+        target = Path(path)
+        if target.suffix.lower() != suffix:
+            raise TsensError(f"{flag} {path!r}: expected a {suffix} file")
+        if target.exists() and not params.get("force"):
+            raise TsensError(f"{flag} {path!r} exists; pass --force to overwrite it")
+        if not target.parent.is_dir():
+            raise TsensError(f"{flag} {path!r}: directory {str(target.parent)!r} does not exist")
+        if key == "plot":
+            from ..plots import require_matplotlib
+
+            require_matplotlib()
+
+
 def checked_targets(f: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator: :func:`check_targets` before the command body runs."""
 

@@ -1,0 +1,32 @@
+"""Helpers for command-line tests: run a command, check a one-line user error, read a stream."""
+
+from __future__ import annotations
+
+import io
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+from click.testing import CliRunner, Result
+
+from tsens.cli import main
+
+
+def run(*args, code: int = 0) -> Result:
+    """``tsens ARGS...`` under CliRunner, asserting the exit code."""
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == code, result.output + repr(result.exception)
+    return result
+
+
+def one_line_error(result: Result, *fragments: str) -> None:
+    """A user error: exit 2, exactly one line on stderr, naming every fragment."""
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("tsens: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+
+
+def read_stream(result: Result) -> pa.Table:
+    """The Arrow IPC stream a command wrote to stdout (``-o -``)."""
+    return ipc.open_stream(io.BytesIO(result.stdout_bytes)).read_all()

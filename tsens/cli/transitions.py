@@ -1,0 +1,177 @@
+"""``tsens transitions``: how often the activation pattern changes along curves through the data."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from ..datasets import Dataset
+from ..errors import TsensError
+from ..stream import prepared_for
+from ..summaries import DESCRIBED
+from ..transitions import (
+    DEFAULT_POINTS,
+    KINDS,
+    METHODS,
+    Trajectories,
+    check_count,
+    check_points,
+    count_transitions,
+    make_trajectories,
+    transitions_summary,
+)
+from . import inputs, options, render
+from .command import command
+from .outputs import Tables, check_side_files, checked_targets
+
+NEEDS_DATA = ("ellipse", "translations")
+
+SIDE_FILES = (("--plot", "plot", ".png"), ("--save-trajectories", "save_trajectories", ".npz"))
+"""Extra outputs, refused before any work like ``-o``."""
+
+
+@command()
+@options.checkpoint_options
+@options.data_option(
+    required=False,
+    help="Data set the curves go through (a name or a file); ellipse and translations need it.",
+)
+@options.preprocess_options
+@click.option(
+    "--trajectory",
+    default="ellipse",
+    show_default=True,
+    metavar="KIND",
+    help="ellipse (through three data points) | random-ellipse (N(0, I) axes) | translations (the "
+    "horizontal shifts of one image) | FILE.npz (your curves in input space).",
+)
+@click.option("--count", type=int, default=100, show_default=True, help="Curves per checkpoint (seeded).")
+@click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default="exact",
+    show_default=True,
+    help="exact: every crossing; sampled: [N]'s sum over --points equidistant points.",
+)
+@click.option(
+    "--points",
+    type=int,
+    default=DEFAULT_POINTS,
+    show_default=True,
+    metavar="K",
+    help="Points per curve for --method sampled.",
+)
+@click.option(
+    "--jacobian", is_flag=True, help="Also ‖J_prob‖_F along each curve (mean and max over its regions)."
+)
+@click.option(
+    "--plot", default=None, metavar="FILE.png", help="‖J_prob‖ along one curve and the counts (tsens[plot])."
+)
+@click.option(
+    "--save-trajectories",
+    default=None,
+    metavar="FILE.npz",
+    help="Write the curves used (in input space, with data indices), readable by --trajectory.",
+)
+@options.compute_options
+@options.output_options
+@checked_targets
+def transitions(**params: Any) -> None:
+    """Count transitions — changes of any hidden unit's linear piece — along closed curves
+    through the data ([N] §3): exactly, every crossing in closed form, or sampled at K points.
+
+    One row per curve: transitions in total and per layer, arc length, transitions per unit
+    length, the data indices it goes through, and with --jacobian ‖J_prob‖_F along it. A unit
+    counts once per breakpoint it crosses; touching one counts nothing. Computed in float64
+    whatever --dtype. More transitions = a more complex function near the data.
+    """
+    kind = params["trajectory"]
+    if kind in KINDS:
+        check_count(params["count"])
+    check_points(params["points"])
+    if kind in NEEDS_DATA and not params["data"]:
+        raise TsensError(f"--trajectory {kind} needs --data (the data set its curves go through)")
+    check_side_files(params, SIDE_FILES)
+    compute = inputs.compute(params)
+    checkpoints = inputs.networks(params)
+    data = inputs.dataset(params["data"], params) if params["data"] else None
+    tables = Tables("transitions", params, {"data": params["data"]})
+    results = []
+    saved: Trajectories | None = None
+    for ref, net in checkpoints:
+        prepared = _prepared(net, data)
+        traj = make_trajectories(kind, prepared, net.input_dim, params["count"], params["seed"])
+        if params["save_trajectories"]:
+            if saved is not None and not saved.same_curves(traj):
+                raise TsensError(
+                    "--save-trajectories: the checkpoints see different curves (their inputs are "
+                    "preprocessed differently or differ in size); save them one checkpoint at a time"
+                )
+            saved = traj
+        with render.progress(params, net.path, traj.count) as progress:
+            result = count_transitions(
+                net,
+                traj,
+                method=params["method"],
+                points=params["points"],
+                jacobian=params["jacobian"] or bool(params["plot"]),
+                compute=compute,
+                progress=progress,
+            )
+        if not params["jacobian"]:
+            result.columns.pop("jac_prob_mean", None)
+            result.columns.pop("jac_prob_max", None)
+        row = transitions_summary(result)
+        applied = {"preprocess": prepared.preprocess.to_json()} if prepared is not None else {}
+        tables.add(ref, net, result.columns, [row], applied)
+        results.append(result)
+        if not inputs.quiet(params):
+            _render(row, result, net.describe())
+    tables.write()
+    if saved is not None:
+        saved.save(params["save_trajectories"])
+        if not inputs.quiet(params):
+            render.note(f"wrote {saved.count:,} curves to {params['save_trajectories']}")
+    if params["plot"]:
+        from ..transition_plots import plot_transitions
+
+        plot_transitions(results, params["plot"])
+        if not inputs.quiet(params):
+            render.note(f"wrote {params['plot']}")
+
+
+def _prepared(net: Any, data: Dataset | None) -> Dataset | None:
+    if data is None:
+        return None
+    prepared = prepared_for(net, data)
+    prepared.check_input_dim(net.input_dim, f"checkpoint {net.path or 'network'}")
+    return prepared
+
+
+def _render(row: dict[str, Any], result: Any, arch: str) -> None:
+    names = [
+        "transitions",
+        *(f"transitions_l{l + 1}" for l in range(result.layers)),
+        "transitions_per_length",
+    ]
+    labels = {"transitions": "total", "transitions_per_length": "per unit length"}
+    rows = [
+        (labels.get(n, f"layer {n.removeprefix('transitions_l')}"), row[f"{n}_mean"], row[f"{n}_std"])
+        + tuple(row[f"{n}_{k}"] for k in DESCRIBED[1:])
+        for n in names
+    ]
+    how = "exact" if result.method == "exact" else f"sampled at {result.points:,} points"
+    caption = ""
+    if "jac_prob_mean_mean" in row and "jac_prob_mean" in result.columns:
+        caption = (
+            f"‖J_prob‖_F along the curves: mean {render.fmt(row['jac_prob_mean_mean'])}, "
+            f"max {render.fmt(row['jac_prob_max_mean'])} (averaged over curves)"
+        )
+    render.show_table(
+        f"{row['checkpoint']}: {arch}, transitions along {row['trajectories']:,} "
+        f"{row['trajectory_kind']} curves ({how})",
+        ["transitions", "mean", "std", *DESCRIBED[1:]],
+        rows,
+        caption=caption,
+    )
