@@ -47,6 +47,7 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/bench_measures.py
 	$(BIN)/python bench/bench_gap.py
+	$(BIN)/python bench/bench_transitions.py
 
 samples: $(VENV)/.installed-dev
 	$(BIN)/python scripts/make_datasets.py

@@ -148,7 +148,14 @@ def estimate_gap(
             "they fall back to naive"
         )
     siblings = _siblings(refs, sibling_key) if "disagreement" in names else {}
-    measures = est.required_measures([n for n in names if n != "calibrated" or source is not None])
+    # Nothing for an estimator that cannot run: calibrated without a calibration source,
+    # disagreement without sibling runs.
+    runnable = [
+        n
+        for n in names
+        if (n != "calibrated" or source is not None) and (n != "disagreement" or any(siblings.values()))
+    ]
+    measures = est.required_measures(runnable)
     cache = InputCache()
 
     def features_of(ref: CheckpointRef, keep: bool) -> CheckpointFeatures:
