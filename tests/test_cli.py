@@ -258,6 +258,10 @@ def test_output_targets_are_refused_before_any_work(files, monkeypatch):
     one_line_error(
         run("jacobian", files["ckpt"], "--data", files["data"], "-o", "-", "--summary", "-", code=2), "stdout"
     )
+    result = run(
+        "jacobian", files["ckpt"], "--data", files["data"], "--summary", files["dir"] / "s.xyz", code=2
+    )
+    one_line_error(result, "--summary", "unknown suffix")
 
 
 def test_output_piped_into_head_ends_quietly(tmp_path):

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
-from clitools import run
+from clitools import one_line_error, read_stream, run
 from nets import random_network
 from safetensors.torch import save_file
 from scipy import stats
@@ -302,7 +302,8 @@ def test_command_tables_plot_and_calibration_files(tmp_path, zoo):
     got = table.column("est_doc_loss").to_pylist()
     assert got == pytest.approx([r["est_doc_loss"] for r in zoo["result"].rows])
     text = summary.read_text().splitlines()
-    assert text[0].startswith('"checkpoint","run","step","kind","name"') or "kind" in text[0]
+    assert text[0].startswith('"kind","name","checkpoints","mae_loss","mae_acc_points"')
+    assert len(text) == 1 + len(est.NAMES) + len(zoo["result"].ranking)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(cal.read_text())["provenance"]["command"] == "estimate-gap"
     # A saved calibration scores other checkpoints.
@@ -379,3 +380,28 @@ def test_calibrated_gaps_do_not_extrapolate_without_limit():
     lo, hi = y.min(), y.max()
     assert model.predict([far])[0] == pytest.approx(hi + 0.5 * (hi - lo))
     assert est.from_gaps({"train_loss": 0.1, "train_acc": 0.9}, -5.0, 0.5) == est.Estimate(0.0, 1.0)
+
+
+def test_calibration_runs_that_are_also_scored_are_left_out(zoo):
+    result = run(
+        "estimate-gap", *zoo["paths"], "--train", zoo["train"], "--test", zoo["test"],
+        "--calibrate", zoo["paths"][0], "--dtype", "float64", "-o", "-",
+    )  # fmt: skip
+    assert "left out" in result.stderr
+    rows = read_stream(result).to_pylist()
+    # Dropped, the calibration falls back to leave-one-run-out: the same estimates as without it.
+    for got, want in zip(rows, zoo["result"].rows, strict=True):
+        assert got["est_calibrated_loss"] == pytest.approx(want["est_calibrated_loss"])
+
+
+def test_save_calibration_is_refused_before_any_work(tmp_path, zoo):
+    unlabelled = tmp_path / "x.npz"
+    with np.load(zoo["test"]) as npz:
+        np.savez(unlabelled, x=npz["x"])
+    out = tmp_path / "rows.csv"
+    result = run(
+        "estimate-gap", *zoo["paths"], "--train", zoo["train"], "--test", unlabelled,
+        "--save-calibration", tmp_path / "c.json", "-o", out, code=2,
+    )  # fmt: skip
+    one_line_error(result, "--save-calibration")
+    assert not out.exists()

@@ -418,3 +418,13 @@ def test_cli_bad_input_is_one_line(files):
     one_line_error(run(*base, code=2), "--trajectory ellipse needs --data")
     one_line_error(run(*base, "--trajectory", "spiral", code=2), "--trajectory", "spiral")
     one_line_error(run(*base, "--data", files["data"], "--plot", files["dir"] / "x.jpg", code=2), "--plot")
+
+
+def test_a_npy_or_text_file_as_curves_is_refused_in_one_line(files, tmp_path):
+    npy = tmp_path / "curves.npy"
+    np.save(npy, np.zeros((2, 6)))
+    text = tmp_path / "curves.npz"
+    text.write_text("not an archive")
+    for path in (npy, text):
+        result = run("transitions", files["ckpt"], "--trajectory", path, code=2)
+        one_line_error(result, path.name, "not a valid .npz file")

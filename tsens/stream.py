@@ -47,20 +47,20 @@ class InputCache:
     def __init__(self, max_bytes: int = 4 << 30) -> None:
         self.max_bytes = max_bytes
         self.used = 0
-        self._store: dict[tuple, tuple[np.ndarray, list[tuple[torch.Tensor, torch.Tensor | None]]]] = {}
+        self._store: dict[tuple, tuple[tuple, list[tuple[torch.Tensor, torch.Tensor | None]]]] = {}
 
     def batches(
         self, dataset: Dataset, batch_size: int, device: torch.device, dtype: torch.dtype
     ) -> Iterable[tuple[torch.Tensor, torch.Tensor | None]]:
         p = dataset.preprocess.to_json() if dataset.preprocess is not None else None
-        key = (id(dataset.x), p, batch_size, str(device), str(dtype))
+        key = (id(dataset.x), id(dataset.y), p, batch_size, str(device), str(dtype))
         if key in self._store:
             return self._store[key][1]
         size = len(dataset) * dataset.dim * torch.finfo(dtype).bits // 8
         if self.used + size > self.max_bytes:
             return dataset.batches(batch_size, device, dtype)
         batches = list(dataset.batches(batch_size, device, dtype))
-        self._store[key] = (dataset.x, batches)  # holding x keeps its id unique
+        self._store[key] = ((dataset.x, dataset.y), batches)  # holding x and y keeps their ids unique
         self.used += size
         return batches
 

@@ -97,12 +97,22 @@ def estimate_gap_command(**params: Any) -> None:
     check_side_files(params, SIDE_FILES)
     if params.get("calibration") and params.get("calibrate"):
         raise TsensError("give --calibrate GLOB or --calibration FILE, not both")
+    if params.get("save_calibration") and params.get("calibration"):
+        raise TsensError(
+            "--save-calibration writes a calibration fitted here; --calibration gives one already"
+        )
     compute = inputs.compute(params)
     refs = inputs.checkpoints(params)
     calibration_refs = plan_runs(_expand(params["calibrate"])) if params["calibrate"] else []
     calibration = Calibration.load(params["calibration"]) if params["calibration"] else None
     train = inputs.dataset(params["train"], params)
     test = inputs.dataset(params["test"], params)
+    can_fit = bool(calibration_refs) or (test.y is not None and len({r.run for r in refs}) >= 2)
+    if params["save_calibration"] and not can_fit:
+        raise TsensError(
+            "--save-calibration needs --calibrate checkpoints, or a labelled --test and checkpoints "
+            "of at least 2 runs"
+        )
     shells: dict[str, Any] = {}
     applied: dict[str, dict[str, str]] = {}
 
@@ -127,6 +137,7 @@ def estimate_gap_command(**params: Any) -> None:
         sibling_key=params["sibling_key"],
         compute=compute,
         load=load,
+        fit_calibration=bool(params["save_calibration"]),
     )
     tables = Tables("estimate-gap", params, {"train": params["train"], "test": params["test"]})
     for ref, row in zip(refs, result.rows, strict=True):

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import click
-
 from ..compute import Compute
 from ..datasets import Dataset, Preprocess, load_dataset
 from ..network import Network
@@ -60,8 +58,3 @@ def dataset(spec: str, params: dict[str, Any]) -> Dataset:
 
 def quiet(params: dict[str, Any]) -> bool:
     return bool(params.get("quiet"))
-
-
-def command_name() -> str:
-    ctx = click.get_current_context(silent=True)
-    return ctx.command.name if ctx is not None and ctx.command.name else "tsens"

@@ -35,7 +35,10 @@ def check_targets(params: Mapping[str, Any]) -> None:
     if sum(1 for _, _, path in given if path == "-") > 1:
         raise TsensError("-o - and --summary - cannot both write to stdout; send one of them to a file")
     for _key, flag, path in given:
-        fmt = output_format(path, params.get("fmt"))
+        try:
+            fmt = output_format(path, params.get("fmt"))
+        except TsensError as exc:
+            raise TsensError(str(exc).replace("output ", f"{flag} ", 1)) from None
         if path == "-":
             if fmt in ("arrow", "parquet") and stdout_is_terminal():
                 raise TsensError(

@@ -66,9 +66,14 @@ def _expect(path: Path, magic: bytes, kind: str, what: str, other: bytes, hint: 
         raise TsensError(f"{path}: not a valid {kind} file (expected {what}){extra}")
 
 
+def expect_npz(path: Path) -> None:
+    """Refuse, in plain words, a file that is not a NumPy zip archive (a .npy, a text file)."""
+    _expect(path, _ZIP_MAGIC, ".npz", "a NumPy zip archive", _NPY_MAGIC, "it is a .npy file: name it .npy")
+
+
 def read_npz(path: Path) -> Arrays:
     """Inputs ``x``/``X``/``data`` and labels ``y``/``Y``/``labels``/``targets`` of a .npz file."""
-    _expect(path, _ZIP_MAGIC, ".npz", "a NumPy zip archive", _NPY_MAGIC, "it is a .npy file: name it .npy")
+    expect_npz(path)
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.keys())

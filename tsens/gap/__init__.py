@@ -12,7 +12,6 @@ that uses the scored checkpoints' own labels is cross-fitted leave-one-run-out.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -119,14 +118,17 @@ def estimate_gap(
     compute: Compute | None = None,
     load: Callable[[CheckpointRef], Network] | None = None,
     progress: Callable[[CheckpointRef], Callable[[str], Progress | None] | None] | None = None,
+    fit_calibration: bool = False,
 ) -> GapResult:
     """Every estimator for every checkpoint of ``refs`` (module docstring).
 
     ``calibration`` (a saved :class:`Calibration`) or ``calibration_refs`` (checkpoints of other
     runs whose test loss and accuracy are known, from ``test``'s labels or their metadata
     ``test_loss``/``test_acc``) feed ``mean-gap`` and ``calibrated``; without either, and when
-    ``test`` has labels, both are cross-fitted leave-one-run-out over ``refs``. ``load`` turns a
-    reference into a network (default :meth:`CheckpointRef.load`)."""
+    ``test`` has labels, both are cross-fitted leave-one-run-out over ``refs``. Calibration
+    checkpoints of a run that is also scored are left out (their labels would reach their own
+    run's estimates). ``fit_calibration`` also fits one calibration on every scored run (to save
+    it); ``load`` turns a reference into a network (default :meth:`CheckpointRef.load`)."""
     names = check_estimators(list(estimators))
     compute = compute or Compute()
     load = load or (lambda ref: ref.load())
@@ -137,6 +139,14 @@ def estimate_gap(
     if not refs:
         raise TsensError("no checkpoints to score")
     notes: list[str] = []
+    scored_runs = {ref.run for ref in refs}
+    overlapping = [r for r in calibration_refs if r.run in scored_runs]
+    if overlapping:
+        calibration_refs = [r for r in calibration_refs if r.run not in scored_runs]
+        notes.append(
+            f"{len(overlapping)} calibration checkpoint(s) belong to runs that are also scored and are left "
+            "out: a run's own test labels must not reach its estimates"
+        )
     labelled = test.y is not None
     calibrating = {"mean-gap", "calibrated"} & set(names)
     source = (
@@ -148,12 +158,18 @@ def estimate_gap(
             "they fall back to naive"
         )
     siblings = _siblings(refs, sibling_key) if "disagreement" in names else {}
-    # Nothing for an estimator that cannot run: calibrated without a calibration source,
-    # disagreement without sibling runs.
+    if "disagreement" in names and not any(siblings.values()):
+        notes.append(
+            f"no two runs share the metadata {sibling_key!r} (see --sibling-key): "
+            "disagreement falls back to naive"
+        )
+    # Nothing for an estimator that cannot run: calibrated without a calibration source (or
+    # with a single run to cross-fit), disagreement without sibling runs.
+    can_calibrate = source is not None and (source != "cross-fit" or len(scored_runs) >= 2)
     runnable = [
         n
         for n in names
-        if (n != "calibrated" or source is not None) and (n != "disagreement" or any(siblings.values()))
+        if (n != "calibrated" or can_calibrate) and (n != "disagreement" or any(siblings.values()))
     ]
     measures = est.required_measures(runnable)
     cache = InputCache()
@@ -201,7 +217,7 @@ def estimate_gap(
             else:
                 estimates[name] = getattr(est, name.replace("-", "_"))(f)
         rows.append(_row(ref, cf, estimates))
-    if source == "cross-fit" and len({ref.run for ref in refs}) >= 2:
+    if fit_calibration and source == "cross-fit" and len(scored_runs) >= 2:
         # For --save-calibration: one model on every scored run (the estimates above never
         # used it; each was cross-fitted without its own run).
         calibration = calibrate(
@@ -220,7 +236,8 @@ def estimate_gap(
 def _fallback_values(f: dict[str, float], gaps: tuple[float, float]) -> tuple[float, float]:
     """A calibration that is not usable: mean-gap's values when given, else naive."""
     if all(math.isfinite(g) for g in gaps):
-        return est.from_gaps(f, *gaps).loss, est.from_gaps(f, *gaps).acc
+        e = est.from_gaps(f, *gaps)
+        return e.loss, e.acc
     return f["train_loss"], f["train_acc"]
 
 
@@ -333,9 +350,3 @@ def _calibrated_gaps(
         zip(calibration.loss.predict(rows).tolist(), calibration.acc.predict(rows).tolist(), strict=True)
     )
     return {"mean-gap": mean, "calibrated": fitted}, {"mean-gap": "ok", "calibrated": "ok"}
-
-
-def warn_notes(result: GapResult) -> None:
-    """Each note as a warning (the CLI renders them on stderr)."""
-    for note in result.notes:
-        warnings.warn(note, stacklevel=2)

@@ -73,10 +73,6 @@ class Estimate:
     acc: float
     status: str = "ok"
 
-    @property
-    def fell_back(self) -> bool:
-        return self.status != "ok"
-
 
 def naive(f: Features) -> Estimate:
     return Estimate(f["train_loss"], f["train_acc"])

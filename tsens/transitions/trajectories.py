@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..datasets import Dataset
+from ..datasets.formats import expect_npz
 from ..datasets.named import canonical_name
 from ..errors import TsensError
 
@@ -318,6 +319,7 @@ def load_trajectories(path: str | Path) -> Trajectories:
     p = Path(path)
     if not p.is_file():
         raise TsensError(f"trajectory file {where!r} not found")
+    expect_npz(p)  # a .npy or a text file gets a plain message, not NumPy's pickle advice
     try:
         with np.load(p, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}
