@@ -489,3 +489,31 @@ def test_refused_checkpoints_exit_2_naming_the_problem(tmp_path):
     torch.save({"state_dict": {"0.weight": torch.zeros(2, 2)}, "payload": Evil()}, evil)
     one_line_error(run("info", evil, code=2), "evil.pt")
     assert not marker.exists()
+
+
+def test_standard_statistics_come_from_the_first_set_and_apply_to_the_test_set(tmp_path):
+    ckpt = tmp_path / "net.safetensors"
+    save_checkpoint(ckpt)
+    rng = np.random.default_rng(0)
+    train = rng.normal(size=(50, 6))
+    np.savez(tmp_path / "train.npz", x=train, y=rng.integers(0, 3, 50))
+    np.savez(tmp_path / "test.npz", x=3 + 2 * rng.normal(size=(20, 6)))
+    t = read_stream(
+        run(
+            "regions",
+            ckpt,
+            "--data",
+            tmp_path / "train.npz",
+            "--test",
+            tmp_path / "test.npz",
+            "--normalize",
+            "standard",
+            "-o",
+            "-",
+            "-q",
+        )  # fmt: skip
+    )
+    record = table_provenance(t)["checkpoints"][0]
+    used = [json.loads(record[f"preprocess_{name}"]) for name in ("data", "test")]
+    assert used[0] == used[1]  # the test set is transformed like the training set
+    assert used[0]["mean"] == [pytest.approx(train.mean())] and used[0]["std"] == [pytest.approx(train.std())]

@@ -110,6 +110,20 @@ def prepared_for(network: Network, dataset: Dataset) -> Dataset:
     return dataset.with_preprocess(chosen_preprocess(network, dataset, warn=True))
 
 
+def _prepared_sets(network: Network, datasets: Mapping[str, Dataset]) -> dict[str, Dataset]:
+    """Each set with its preprocessing; ``standard`` without a mean and std is resolved on the
+    first set (the training set) and applied to the others as it is, so a test set is
+    transformed exactly like the training set rather than by its own statistics."""
+    out: dict[str, Dataset] = {}
+    resolved: dict[str, Preprocess] = {}
+    for name, ds in datasets.items():
+        chosen = chosen_preprocess(network, ds, warn=True)
+        key = chosen.to_json()
+        out[name] = ds.with_preprocess(resolved.get(key, chosen))
+        resolved.setdefault(key, out[name].preprocess)
+    return out
+
+
 def _check_fits(network: Network, dataset: Dataset) -> None:
     dataset.check_input_dim(network.input_dim, f"checkpoint {network.path or 'network'}")
     if dataset.y is not None and network.output_dim < (dataset.num_classes or 0):
@@ -159,7 +173,7 @@ def measure_sets(
             f"{network.path or 'network'} has no hidden layer: "
             f"{', '.join(sorted(HIDDEN_LAYER_MEASURES & set(names)))} do not apply"
         )
-    prepared = {name: prepared_for(network, ds) for name, ds in datasets.items()}
+    prepared = _prepared_sets(network, datasets)
     for ds in prepared.values():
         _check_fits(network, ds)
     tracer = Tracer(network, compute.torch_device, compute.torch_dtype)

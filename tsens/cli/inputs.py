@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 from ..compute import Compute
@@ -46,14 +47,17 @@ def given_preprocess(params: dict[str, Any]) -> Preprocess | None:
 
 
 def dataset(spec: str, params: dict[str, Any]) -> Dataset:
-    """The raw data set named by ``spec``; preprocessing is resolved per checkpoint."""
-    return load_dataset(
-        spec,
-        data_root=params.get("data_root"),
-        preprocess=given_preprocess(params),
-        limit=params.get("limit"),
-        seed=params["seed"],
+    """The raw data set named by ``spec`` with the preprocessing typed on the command line,
+    left unresolved: ``standard`` statistics are computed by the pass, on its first set (the
+    training set), and applied to the others (:func:`tsens.stream.measure_sets`)."""
+    data = load_dataset(
+        spec, data_root=params.get("data_root"), limit=params.get("limit"), seed=params["seed"]
     )
+    given = given_preprocess(params)
+    if given is None:
+        return data
+    given.check(data.sample_shape, f"data set {spec!r}")
+    return replace(data, preprocess=given)
 
 
 def quiet(params: dict[str, Any]) -> bool:
