@@ -232,9 +232,11 @@ def _render(result: GapResult) -> None:
         "of predicted with true test loss, and of predicted with true gap (test − train loss).",
     )
     ranked = sorted(
-        result.ranking or [],
-        key=lambda r: -abs(r["kendall_loss_gap"]) if math.isfinite(r["kendall_loss_gap"]) else 0,
+        (r for r in result.ranking or [] if math.isfinite(r["kendall_loss_gap"])),
+        key=lambda r: -abs(r["kendall_loss_gap"]),
     )
+    if not ranked:  # fewer than three checkpoints, or a constant gap: no ranking is defined
+        return
     render.show_table(
         "which label-free measure ranks the generalization gap (Kendall's τ across checkpoints)",
         ["measure", "τ with loss gap", "τ with accuracy gap"],

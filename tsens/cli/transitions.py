@@ -90,6 +90,9 @@ def transitions(**params: Any) -> None:
     if kind in KINDS:
         check_count(params["count"])
     check_points(params["points"])
+    source = click.get_current_context().get_parameter_source("points")
+    if params["method"] == "exact" and source == click.core.ParameterSource.COMMANDLINE:
+        render.warn("--points applies to --method sampled only; the exact count ignores it")
     if kind in NEEDS_DATA and not params["data"]:
         raise TsensError(f"--trajectory {kind} needs --data (the data set its curves go through)")
     check_side_files(params, SIDE_FILES)
