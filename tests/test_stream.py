@@ -61,15 +61,17 @@ def test_every_measure_equals_the_whole_set_traced_at_once(widths, act, bn, seed
         "path_score": path_scores(trace, log_membership(trace)).numpy(),
     }
     for name, values in expected.items():
-        assert np.allclose(cols[name], values, rtol=1e-12, atol=0, equal_nan=True), name
+        # Batching changes BLAS kernels, so a value with cancellation (a pre-activation near 0)
+        # differs by a few ulp of its terms: relative 1e-9 with an absolute floor.
+        assert np.allclose(cols[name], values, rtol=1e-9, atol=1e-12, equal_nan=True), name
     assert np.array_equal(cols["region"], region_ids(trace))
     counts = active_counts(trace).numpy()
     assert np.array_equal(cols["active_total"], counts.sum(1))
     log_probs = torch.log_softmax(trace.logits, 1)
-    assert np.allclose(cols["loss"], -log_probs[torch.arange(30), y].numpy(), rtol=1e-12)
-    assert np.allclose(cols["entropy"], -(log_probs.exp() * log_probs).sum(1).numpy(), rtol=1e-12, atol=1e-15)
+    assert np.allclose(cols["loss"], -log_probs[torch.arange(30), y].numpy(), rtol=1e-9, atol=1e-12)
+    assert np.allclose(cols["entropy"], -(log_probs.exp() * log_probs).sum(1).numpy(), rtol=1e-9, atol=1e-12)
     relation = loss_relation(torch.from_numpy(cols["loss"]), torch.from_numpy(cols["jac_logit_fro"]), 3)
-    assert np.allclose(cols["jac_prob_eq7"], relation["jac_prob_eq7"].numpy(), rtol=1e-12)
+    assert np.allclose(cols["jac_prob_eq7"], relation["jac_prob_eq7"].numpy(), rtol=1e-9, atol=1e-12)
     # The per-unit totals count, over samples, the units on each piece.
     for code, totals in zip(trace.codes, result.unit_totals, strict=True):
         pieces = net.activation.num_pieces

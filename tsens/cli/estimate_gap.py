@@ -19,7 +19,7 @@ from ..stream import chosen_preprocess
 from ..tables import provenance
 from . import inputs, options, render
 from .command import command
-from .outputs import Tables, check_side_files, checked_targets
+from .outputs import Tables, check_side_files, checked_targets, write_side_file
 
 SIDE_FILES = (("--plot", "plot", ".png"), ("--save-calibration", "save_calibration", ".json"))
 """Extra outputs, refused before any work like ``-o``."""
@@ -157,15 +157,17 @@ def estimate_gap_command(**params: Any) -> None:
         result.calibration.provenance = provenance(
             "estimate-gap", tables.records, tables.data, {k: v for k, v in params.items() if k != "force"}
         )
-        result.calibration.save(params["save_calibration"], force=params["force"])
-        if not inputs.quiet(params):
-            render.note(f"wrote the calibration to {params['save_calibration']}")
+        calibration = result.calibration
+        write_side_file(
+            params,
+            "save_calibration",
+            lambda p: calibration.save(p, force=params["force"]),
+            "the calibration",
+        )
     if params["plot"]:
         from ..plots import plot_gap
 
-        plot_gap(result, params["plot"])
-        if not inputs.quiet(params):
-            render.note(f"wrote {params['plot']}")
+        write_side_file(params, "plot", lambda p: plot_gap(result, p))
 
 
 def _cell(row: dict[str, Any], loss: str, acc: str, status: str | None = None) -> str:

@@ -75,6 +75,16 @@ def check_side_files(params: Mapping[str, Any], files: Sequence[tuple[str, str, 
             require_matplotlib()
 
 
+def write_side_file(params: Mapping[str, Any], key: str, write: Callable[[str], Any], what: str = "") -> None:
+    """Write the extra output ``params[key]`` (when asked) with ``write(path)``, and say so."""
+    path = params.get(key)
+    if not path:
+        return
+    write(path)
+    if not params.get("quiet"):
+        render.note(f"wrote {what or path}" + (f" to {path}" if what else ""))
+
+
 def checked_targets(f: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator: :func:`check_targets` before the command body runs."""
 

@@ -23,7 +23,7 @@ from ..transitions import (
 )
 from . import inputs, options, render
 from .command import command
-from .outputs import Tables, check_side_files, checked_targets
+from .outputs import Tables, check_side_files, checked_targets, write_side_file
 
 NEEDS_DATA = ("ellipse", "translations")
 
@@ -133,15 +133,11 @@ def transitions(**params: Any) -> None:
             _render(row, result, net.describe())
     tables.write()
     if saved is not None:
-        saved.save(params["save_trajectories"])
-        if not inputs.quiet(params):
-            render.note(f"wrote {saved.count:,} curves to {params['save_trajectories']}")
+        write_side_file(params, "save_trajectories", saved.save, f"{saved.count:,} curves")
     if params["plot"]:
         from ..transition_plots import plot_transitions
 
-        plot_transitions(results, params["plot"])
-        if not inputs.quiet(params):
-            render.note(f"wrote {params['plot']}")
+        write_side_file(params, "plot", lambda p: plot_transitions(results, p))
 
 
 def _prepared(net: Any, data: Dataset | None) -> Dataset | None:
