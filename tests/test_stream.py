@@ -91,6 +91,8 @@ def test_nothing_unrequested_is_computed(monkeypatch):
     monkeypatch.setattr(measures_module, "boundary_distance", _refuse("boundary distance"))
     monkeypatch.setattr(measures_module, "jacobian_norms", _refuse("jacobian"))
     monkeypatch.setattr(measures_module, "region_ids", _refuse("region ids"))
+    monkeypatch.setitem(measures_module.MEASURES, "predictions", _refuse("predictions"))
+    monkeypatch.setattr(stream_module, "unit_piece_totals", _refuse("unit totals"))
     result = measure(net, data(), ["path_score"], compute=F64)
     assert set(result.columns) == {"sample", "path_score"}  # membership computed, not returned
     assert result.unit_totals is None

@@ -143,7 +143,7 @@ def estimate_gap_command(**params: Any) -> None:
     for ref, row in zip(refs, result.rows, strict=True):
         columns = {k: [v] for k, v in row.items() if k not in ("checkpoint", "run", "step")}
         tables.add(ref, shells[ref.path], columns, applied=applied[ref.path])
-    tables.summary_rows = [*(result.evaluation or []), *(result.ranking or [])]
+    tables.add_summary([*(result.evaluation or []), *(result.ranking or [])])
     for note in result.notes:
         render.warn(note)
     if not inputs.quiet(params):

@@ -145,6 +145,10 @@ class Tables:
             rest = {k: v for k, v in row.items() if k != "checkpoint"}
             self.summary_rows.append({**ident, **rest})
 
+    def add_summary(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Summary rows that belong to no single checkpoint (e.g. an evaluation across them)."""
+        self.summary_rows.extend(dict(r) for r in rows)
+
     def meta(self) -> dict[str, Any]:
         options = {k: v for k, v in self.params.items() if k not in (*PREPROCESS_OPTIONS, "activation")}
         return provenance(self.command, self.records, self.data, options)
