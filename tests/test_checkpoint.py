@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 from torch import nn
 
-from tsens.checkpoint import file_sha256, load_network, read_checkpoint, read_metadata
+from tsens.checkpoints import file_sha256, load_network, read_checkpoint, read_metadata
 from tsens.errors import TsensError
 from tsens.piecewise import parse_activation
 
@@ -488,10 +488,10 @@ def test_empty_and_missing_files(tmp_path):
     refused(wrapped_nothing, r"no tensors found \(top-level keys: 'epoch', 'optimizer'\)")
     refused(tmp_path / "missing.safetensors", "no such file")
     (tmp_path / "dir.pt").mkdir()
-    refused(tmp_path / "dir.pt", "not a file")
-    onnx = tmp_path / "net.onnx"
-    onnx.write_bytes(b"x")
-    refused(onnx, "unknown checkpoint suffix '.onnx'")
+    refused(tmp_path / "dir.pt", "is a directory but holds no checkpoint tsens reads")
+    other = tmp_path / "net.caffemodel"
+    other.write_bytes(b"x")
+    refused(other, "unknown checkpoint suffix '.caffemodel'")
 
 
 class Malicious:

@@ -16,7 +16,7 @@ from nets import random_network
 from safetensors.torch import save_file
 
 from tsens.bounds import BOUNDS, data_free_bounds
-from tsens.checkpoint import load_network
+from tsens.checkpoints import load_network
 from tsens.cli import main
 from tsens.tables import table_provenance
 

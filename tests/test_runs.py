@@ -10,7 +10,7 @@ import torch
 from nets import random_network
 from safetensors.torch import save_file
 
-import tsens.checkpoint
+import tsens.checkpoints
 from tsens.errors import TsensError
 from tsens.runs import CheckpointRef, group_runs, name_numbers, parse_value, plan_runs, previous
 
@@ -212,8 +212,8 @@ def test_plan_runs_never_loads_weights(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("weights were loaded")
 
-    monkeypatch.setattr(tsens.checkpoint, "load_network", fail)
-    monkeypatch.setattr(tsens.checkpoint, "read_checkpoint", fail)
+    monkeypatch.setattr(tsens.checkpoints, "load_network", fail)
+    monkeypatch.setattr(tsens.checkpoints, "read_checkpoint", fail)
     loads: list[tuple[str, bool]] = []
     real_load = torch.load
 

@@ -33,7 +33,7 @@ from .bounds import (  # noqa: E402
     report,
     weight_statistics,
 )
-from .checkpoint import load_network, read_metadata  # noqa: E402
+from .checkpoints import load_network, read_metadata  # noqa: E402
 from .compute import Compute  # noqa: E402
 from .datasets import Dataset, Preprocess, available_datasets, load_dataset  # noqa: E402
 from .errors import Note, OverflowWarning, ThresholdExceeded, TsensError  # noqa: E402

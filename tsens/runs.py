@@ -1,6 +1,6 @@
 """Runs of checkpoints: which training run each checkpoint belongs to, and its place in it.
 
-:func:`plan_runs` reads every checkpoint's metadata once (:func:`tsens.checkpoint.read_metadata`,
+:func:`plan_runs` reads every checkpoint's metadata once (:func:`tsens.checkpoints.read_metadata`,
 never the weights) and returns :class:`CheckpointRef` s in run order; a command that walks many
 checkpoints loads each with :meth:`CheckpointRef.load` in turn, so memory holds one network at a
 time. The rules:
@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import checkpoint
+from . import checkpoints
 from .errors import TsensError
 from .network import Network
 
@@ -77,8 +77,8 @@ class CheckpointRef:
     metadata: dict[str, Value] = field(default_factory=dict, hash=False)
 
     def load(self, *, activation: str | None = None, layers: Sequence[str] | None = None) -> Network:
-        """The network in this checkpoint (:func:`tsens.checkpoint.load_network`)."""
-        return checkpoint.load_network(self.path, activation=activation, layers=layers)
+        """The network in this checkpoint (:func:`tsens.checkpoints.load_network`)."""
+        return checkpoints.load_network(self.path, activation=activation, layers=layers)
 
 
 def _compile_run_pattern(run_pattern: str) -> re.Pattern[str]:
@@ -138,7 +138,7 @@ def plan_runs(paths: Sequence[str | Path], *, run_pattern: str | None = None) ->
         if resolved in seen:
             continue
         seen.add(resolved)
-        raw = checkpoint.read_metadata(path)
+        raw = checkpoints.read_metadata(path)
         metadata = {key: parse_value(text) for key, text in raw.items()}
         ref = CheckpointRef(str(given), _run_of(path, raw, pattern), _step_of(path, metadata), metadata)
         members = runs.setdefault(ref.run, [])

@@ -9,7 +9,7 @@ totals). Set-level statistics (means, moments, quantiles, region counts, correla
 functions of a :class:`SetResult` in :mod:`tsens.summaries`. Memory beyond the raw data and the
 per-sample columns is one batch.
 
-Preprocessing and activation follow one rule (also in :func:`tsens.checkpoint.load_network`):
+Preprocessing and activation follow one rule (also in :func:`tsens.checkpoints.load_network`):
 a value the caller gives explicitly wins over the one the checkpoint records, with a warning
 when they differ; without one, the checkpoint's record applies; without either, the default
 (no preprocessing, ReLU).

@@ -50,7 +50,7 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
 
 
 checkpoint_options = stack(
-    click.argument("checkpoints", nargs=-1, required=True, type=click.Path(dir_okay=False)),
+    click.argument("checkpoints", nargs=-1, required=True, type=click.Path()),
     click.option(
         "--activation",
         default=None,

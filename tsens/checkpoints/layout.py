@@ -1,45 +1,29 @@
-"""Reading checkpoints into a :class:`~tsens.network.Network`.
+"""From torch-named tensors to a :class:`~tsens.network.Network`: every format's reader gives
+its weights under PyTorch's names (``<prefix>.weight`` as out × in, ``.bias``,
+``.running_mean``/``.running_var``); this module groups them into modules, orders them and
+chains them.
 
-Formats: ``.safetensors`` and PyTorch files (``.pt``, ``.pth``, ``.bin``, ``.ckpt``), the latter
-only through ``torch.load(..., weights_only=True)``: a file that needs anything but tensors
-and plain containers to unpickle is refused, never loaded with code execution.
-
-Layouts: a state dict, possibly wrapped (``state_dict``, ``model_state_dict``, ``model``,
-``module``; Lightning checkpoints) and possibly prefixed (``model.``, ``module.``,
-``_orig_mod.``). Modules are found by key prefix: a 2-D ``weight`` (+ ``bias``) is a Linear,
+Modules are found by key prefix: a 2-D ``weight`` (+ ``bias``) is a Linear,
 ``running_mean``/``running_var`` (+ 1-D ``weight``/``bias``) a BatchNorm1d. Their order comes
 from the numbers in the prefixes (``0``, ``net.3``, ``fc2``, ``layers.1``), with ``out``,
 ``output``, ``head`` or ``classifier`` last; when that is not enough, the user gives the order
 (``layers=`` or a ``tsens.layers`` metadata entry). Anything else is refused with the key.
-
-Every refusal is a one-line :class:`~tsens.errors.TsensError` that starts with the file's path;
-a file torch cannot parse is reported as truncated or corrupt, without torch's internals.
-:func:`read_metadata` gives a checkpoint's metadata without reading its weights.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import pickle
-import pickletools
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 
-from .errors import TsensError
-from .network import BatchNorm, Layer, Network
-from .piecewise import parse_activation
+from ..errors import TsensError
+from ..network import BatchNorm, Layer, Network
+from ..piecewise import parse_activation
 
-TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-SUFFIXES = (".safetensors", *TORCH_SUFFIXES)
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module")
 PREFIXES = ("model.", "module.", "_orig_mod.")
 HEAD_NAMES = ("out", "output", "head", "classifier")
 PARAM_NAMES = ("weight", "bias", "running_mean", "running_var")
@@ -51,30 +35,22 @@ _FC_ONLY = "tsens supports fully connected networks only"
 _LAYERS_HINT = (
     "give `layers` (the key prefixes in order, comma-separated) or store a tsens.layers metadata entry"
 )
-_ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format starts with a local file header
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex SHA-256 of the file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def strip_prefixes(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove ``model.``/``module.``/``_orig_mod.`` for as long as every key starts with one."""
+    while True:
+        prefix = next((p for p in PREFIXES if tensors and all(k.startswith(p) for k in tensors)), None)
+        if prefix is None:
+            return tensors
+        tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The floating-point tensors of a checkpoint (unwrapped, prefixes stripped, all finite,
-    ``num_batches_tracked`` dropped) and its metadata as strings."""
-    path = Path(path)
-    _check_file(path)
-    if path.suffix.lower() == ".safetensors":
-        tensors, metadata = _read_safetensors(path)
-    else:
-        tensors, metadata = _read_torch(path)
-    tensors = _strip_prefixes(tensors)
+def checked_weights(path: Path, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors with prefixes stripped and ``num_batches_tracked`` dropped; every one must be
+    floating-point and finite, and there must be at least one."""
     kept: dict[str, torch.Tensor] = {}
-    for key, t in tensors.items():
+    for key, t in strip_prefixes(tensors).items():
         if key.rsplit(".", 1)[-1] == "num_batches_tracked":
             continue
         if not t.is_floating_point():
@@ -84,42 +60,20 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         kept[key] = t
     if not kept:
         raise TsensError(f"{path}: the checkpoint holds no weight tensors; expected a network's state dict")
-    return kept, metadata
+    return kept
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata of a checkpoint, as :func:`load_network` gives it in ``Network.metadata``,
-    without reading the weights where the format allows: the header of a ``.safetensors``
-    file; a memory-mapped load of a (zip) ``torch.save`` file, whose tensor data is never read;
-    a full weights-only load of a legacy (non-zip) torch file. Missing, corrupt and
-    code-carrying files are refused as by :func:`load_network`."""
-    path = Path(path)
-    _check_file(path)
-    if path.suffix.lower() == ".safetensors":
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                return dict(f.metadata() or {})
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise _corrupt_safetensors(path, e) from None
-    with path.open("rb") as f:
-        is_zip = f.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
-    obj = _torch_load(path, mmap=is_zip)
-    return _unwrap_metadata(obj)[1]
-
-
-def load_network(
-    path: str | Path, *, activation: str | None = None, layers: Sequence[str] | None = None
+def build_network(
+    path: Path,
+    tensors: dict[str, torch.Tensor],
+    metadata: dict[str, str],
+    *,
+    activation: str | None,
+    layers: Sequence[str] | None,
+    sha256: str,
 ) -> Network:
-    """The float64 CPU network stored in ``path``.
-
-    One rule for settings the checkpoint records (the same as for preprocessing in
-    :mod:`tsens.stream`): a given ``activation`` wins over the metadata entry
-    ``tsens.activation``, with a warning when they differ; without one the record applies, else
-    relu. ``layers`` (key prefixes in order) overrides ``tsens.layers`` and the order inferred
-    from the keys.
-    """
-    path = Path(path)
-    tensors, metadata = read_checkpoint(path)
+    """The float64 CPU network of checked torch-named ``tensors``; see
+    :func:`tsens.checkpoints.load_network` for how ``activation`` and ``layers`` apply."""
     tensors = {k: v.detach().to(device="cpu", dtype=torch.float64) for k, v in tensors.items()}
     modules = _group_modules(path, tensors)
     source = "`layers`"
@@ -141,162 +95,9 @@ def load_network(
             warnings.warn(
                 f"{path}: the given activation {act.spec} differs from the one the checkpoint records "
                 f"(tsens.activation = {recorded}); using the given one",
-                stacklevel=2,
+                stacklevel=3,
             )
-    return Network(chain, act, metadata, path=str(path), sha256=file_sha256(path))
-
-
-# --- reading files -------------------------------------------------------------------------
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise TsensError(f"{path}: no such file")
-    if not path.is_file():
-        raise TsensError(f"{path}: is not a file; expected a checkpoint file")
-    if path.suffix.lower() not in SUFFIXES:
-        raise TsensError(
-            f"{path}: unknown checkpoint suffix {path.suffix!r}; expected one of {', '.join(SUFFIXES)}"
-        )
-    if path.stat().st_size == 0:
-        raise TsensError(f"{path}: the file is empty (0 bytes)")
-
-
-def _brief(e: BaseException) -> str:
-    """The first line of an exception message, shortened."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _corrupt_safetensors(path: Path, e: BaseException) -> TsensError:
-    return TsensError(f"{path}: the file is truncated or not a valid safetensors file ({_brief(e)})")
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open is no dict)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise _corrupt_safetensors(path, e) from None
-    return tensors, metadata
-
-
-def _corrupt_torch(path: Path) -> TsensError:
-    return TsensError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt)")
-
-
-def _refuse_code(path: Path, name: str | None) -> TsensError:
-    what = f" ({name})" if name else ""
-    return TsensError(
-        f"{path}: the file contains objects other than tensors{what} and tsens refuses to unpickle "
-        "code; save the state dict as .safetensors (safetensors.torch.save_file(model.state_dict(), ...))"
-    )
-
-
-def _pickled_global(path: Path) -> str | None:
-    """The first thing the file's leading pickle imports that is not torch's own (a class or
-    function a weights-only load refuses), e.g. ``io.open``; None when it imports nothing else or
-    is no complete pickle. Opcodes are only scanned (pickletools), never executed."""
-    pushed: list[str | None] = []  # what each pushing opcode put on the stack, strings only
-    memo: dict[int, str | None] = {}
-    names: list[str] = []
-    try:
-        with path.open("rb") as f:
-            for op, arg, _ in pickletools.genops(f):
-                if op.name in ("GLOBAL", "INST"):
-                    names.append(str(arg).replace(" ", "."))
-                elif op.name == "STACK_GLOBAL":
-                    module, name = pushed[-2:] if len(pushed) >= 2 else [None, None]
-                    names.append(f"{module}.{name}" if module and name else "an unnamed global")
-                elif op.name == "MEMOIZE":
-                    memo[len(memo)] = pushed[-1] if pushed else None
-                elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                    memo[int(arg)] = pushed[-1] if pushed else None
-                elif op.name in ("GET", "BINGET", "LONG_BINGET"):
-                    pushed.append(memo.get(int(arg)))
-                elif op.name != "FRAME":
-                    pushed.append(arg if isinstance(arg, str) else None)
-    except Exception:  # pickletools raises ValueError and friends on anything not a pickle
-        return None
-    safe = ("torch.", "collections.OrderedDict", "_codecs.encode")
-    return next((n for n in names if not n.startswith(safe)), None)
-
-
-def _torch_load(path: Path, *, mmap: bool = False) -> Mapping[Any, Any]:
-    """``torch.load(weights_only=True)`` of ``path`` as a mapping, every failure a one-line
-    TsensError: code-carrying pickles are refused naming what they import, anything else torch
-    cannot parse (random bytes, a truncated or foreign zip, text) is called corrupt."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported (?:global|class): (?:GLOBAL )?([\w.]+)", str(e))
-        if found:
-            raise _refuse_code(path, found.group(1)) from None
-        name = _pickled_global(path)  # e.g. a pickle.dumps, refused before its imports are reached
-        if name is not None:
-            raise _refuse_code(path, name) from None
-        raise _corrupt_torch(path) from None
-    except Exception:  # torch raises RuntimeError, EOFError, KeyError, ... on corrupt files
-        raise _corrupt_torch(path) from None
-    if not isinstance(obj, Mapping):
-        raise TsensError(
-            f"{path}: holds a {type(obj).__name__}; expected a state dict (a mapping of names to tensors)"
-        )
-    return obj
-
-
-def _read_torch(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    return _unwrap(path, _torch_load(path))
-
-
-def _scalar_text(value: Any) -> str | None:
-    """A metadata string for a str/bool/int/float entry (None for anything else)."""
-    if isinstance(value, str):
-        return value
-    return str(value) if isinstance(value, bool | int | float) else None
-
-
-def _unwrap_metadata(obj: Mapping[Any, Any]) -> tuple[Mapping[Any, Any], dict[str, str]]:
-    """The innermost mapping of ``obj`` (following wrapper keys) and, as metadata strings, the
-    scalar entries and ``hyper_parameters`` met on the way (outer entries win)."""
-    metadata: dict[str, str] = {}
-    while True:
-        wrapper = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping)), None)
-        for key, value in obj.items():
-            if key == "hyper_parameters" and isinstance(value, Mapping):
-                for name, hp in value.items():
-                    metadata.setdefault(str(name), hp if isinstance(hp, str) else json.dumps(hp, default=str))
-            elif (text := _scalar_text(value)) is not None:
-                metadata.setdefault(str(key), text)
-        if wrapper is None:
-            break
-        obj = obj[wrapper]
-    return obj, metadata
-
-
-def _unwrap(path: Path, obj: Mapping[Any, Any]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """The state dict inside ``obj`` (following wrapper keys) and the scalar entries beside it."""
-    obj, metadata = _unwrap_metadata(obj)
-    tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-    if not tensors:
-        keys = ", ".join(repr(str(k)) for k in list(obj)[:8]) or "none"
-        raise TsensError(
-            f"{path}: no tensors found (top-level keys: {keys}); expected a state dict, "
-            f"possibly under {', '.join(WRAPPER_KEYS)}"
-        )
-    return tensors, metadata
-
-
-def _strip_prefixes(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove ``model.``/``module.``/``_orig_mod.`` for as long as every key starts with one."""
-    while True:
-        prefix = next((p for p in PREFIXES if tensors and all(k.startswith(p) for k in tensors)), None)
-        if prefix is None:
-            return tensors
-        tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
+    return Network(chain, act, metadata, path=str(path), sha256=sha256)
 
 
 # --- modules and their order --------------------------------------------------------------
