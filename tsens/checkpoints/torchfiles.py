@@ -23,6 +23,7 @@ import pickle
 import pickletools
 import re
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -68,35 +69,37 @@ def safetensors_metadata(path: Path) -> dict[str, str]:
 
 # --- torch.save files ----------------------------------------------------------------------
 
-# Harmless attribute dictionaries old checkpoints pickle (hyper-parameters), read as dicts.
+# Harmless containers old checkpoints pickle for their hyper-parameters: Lightning's attribute
+# dictionaries (dict subclasses, read as OrderedDict) and argparse's Namespace (read as a dict).
 ATTRIBUTE_DICTS = (
     "pytorch_lightning.utilities.parsing.AttributeDict",
     "lightning.pytorch.utilities.parsing.AttributeDict",
     "lightning_fabric.utilities.data.AttributeDict",
     "lightning.fabric.utilities.data.AttributeDict",
-    "argparse.Namespace",
 )
+NAMESPACES = ("argparse.Namespace",)
 # Modules whose classes exist to run code or touch the system: refused, never stood in for.
 CODE_MODULES = frozenset(
     ("builtins", "__builtin__", "os", "posix", "nt", "subprocess", "sys", "shutil", "socket")
     + ("importlib", "runpy", "pickle", "marshal", "types", "ctypes", "code", "codeop", "pty")
     + ("webbrowser", "functools", "operator", "io", "codecs", "signal", "threading", "multiprocessing")
     + ("tempfile", "pdb", "bdb", "timeit", "asyncio", "ssl", "urllib", "http", "ftplib", "smtplib")
+    + ("commands", "popen2")  # Python 2 names that protocol-2 pickles use for subprocess and os
 )
 _SAFE_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode")
 
 
-class _AttributeDict(dict):  # type: ignore[type-arg]
-    """Stand-in for an attribute dictionary: its items, or its attributes, as a plain dict."""
+class _Namespace(dict):  # type: ignore[type-arg]
+    """Stand-in for an ``argparse.Namespace``: its attributes as a plain dict."""
 
     def __setstate__(self, state: object) -> None:
         if isinstance(state, Mapping):
             self.update(state)
 
 
-class Placeholder(dict):  # type: ignore[type-arg]
+class Placeholder:
     """Inert stand-in for a pickled class tsens does not know: it keeps the arguments and state
-    it is given and does nothing with them. ``original`` is the class it stands in for."""
+    it is given and does nothing with them. ``original`` names the class it stands in for."""
 
     original = "?"
 
@@ -169,7 +172,9 @@ def _stand_ins(path: Path, names: list[str]) -> list[tuple[type, str]]:
     stand_ins: list[tuple[type, str]] = []
     for name in names:
         if name in ATTRIBUTE_DICTS:
-            stand_ins.append((_AttributeDict, name))
+            stand_ins.append((OrderedDict, name))
+        elif name in NAMESPACES:
+            stand_ins.append((_Namespace, name))
         elif _runs_code(name):
             raise _refuse_code(path, name)
         else:
@@ -245,10 +250,11 @@ def read_torch(path: Path) -> Weights:
     """The state dict inside a ``torch.save`` file (following wrapper keys) and the scalar
     entries and hyper-parameters beside it, as metadata."""
     obj, metadata = _unwrap_metadata(_torch_load(path))
-    if isinstance(obj, Placeholder):
+    whole = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Placeholder)), None)
+    if whole is not None:
         raise TsensError(
-            f"{path}: holds a whole {obj.original} object where the state dict should be; save "
-            "model.state_dict() instead"
+            f"{path}: key {whole!r} holds a whole {obj[whole].original} object, not a state dict; "
+            "save model.state_dict() instead"
         )
     tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
     if not tensors:
