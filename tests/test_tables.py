@@ -105,3 +105,45 @@ def test_an_interrupted_write_leaves_no_partial_file(table, tmp_path, monkeypatc
     with pytest.raises(KeyboardInterrupt):
         write_table(table, str(target))
     assert list(tmp_path.iterdir()) == []
+
+
+_SLOW_WRITER = """
+import sys, time
+import pyarrow as pa
+import tsens.tables as tables
+
+def slow(table, stream, fmt, *, stream_arrow):
+    stream.write(b"PAR1" + bytes(4096))  # the start of a file, then stall mid-write
+    stream.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+
+tables._write = slow
+tables.write_table(pa.table({"x": [1, 2, 3]}), sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGKILL"])
+def test_a_killed_or_interrupted_process_leaves_no_file_at_the_target(tmp_path, signal_name):
+    """A real process stopped in the middle of writing its table (Ctrl-C, or killed): the target
+    path never holds a truncated file; Ctrl-C also removes the temporary file."""
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "out.parquet"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_WRITER, str(target)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout.readline().strip() == b"writing"
+        partials = [p for p in tmp_path.iterdir() if p.name.startswith(".out.parquet.partial-")]
+        assert len(partials) == 1 and partials[0].stat().st_size > 0  # the bytes went somewhere
+        proc.send_signal(getattr(signal, signal_name))
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.communicate()
+    assert not target.exists()
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ([] if signal_name == "SIGINT" else [partials[0].name])

@@ -115,9 +115,11 @@ def test_translation_polygons_shift_the_raw_image_then_preprocess():
 
 def test_save_and_load_give_identical_counts(tmp_path):
     net = random_network((5, 8, 6, 3), seed=2)
-    for traj in (scaled_ellipses(5, 4, seed=0), polylines(5, 3, 4, seed=1, closed=False)):
-        path = tmp_path / "curves.npz"
+    for i, traj in enumerate((scaled_ellipses(5, 4, seed=0), polylines(5, 3, 4, seed=1, closed=False))):
+        path = tmp_path / f"curves{i}.npz"
         traj.save(path)
+        with pytest.raises(TsensError, match="exists; pass `force`"):
+            traj.save(path)
         back = load_trajectories(path)
         assert back.same_curves(traj) and back.closed == traj.closed and back.kind == traj.kind
         assert np.array_equal(exact(net, back), exact(net, traj))

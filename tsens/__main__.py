@@ -1,4 +1,4 @@
-"""``python -m tsens`` runs the command line."""
+"""``python -m tsens``: the command line, as the ``tsens`` script."""
 
 from .cli import main
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import TsensError
+from .files import atomic_output
 
 if TYPE_CHECKING:
     from .gap import GapResult
@@ -100,5 +101,6 @@ def plot_gap(result: GapResult, path: str | Path) -> None:
             ax.set_title(f"all {len(result.rows)} checkpoints: estimate against truth", fontsize=8)
             ax.tick_params(labelsize=7)
     fig.tight_layout()
-    fig.savefig(str(path), dpi=110)
+    with atomic_output(path, what="plot", force=True) as stream:
+        fig.savefig(stream, dpi=110, format=Path(path).suffix.lstrip(".").lower() or "png")
     plt.close(fig)

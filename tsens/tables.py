@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ import pyarrow.parquet as pq
 
 from . import __version__
 from .errors import TsensError
+from .files import atomic_output
 
 FORMATS = ("parquet", "arrow", "csv", "json", "jsonl")
 _SUFFIXES = {
@@ -100,22 +100,8 @@ def write_table(table: pa.Table, path: str, *, fmt: str | None = None, force: bo
         _write(table, sys.stdout.buffer, fmt, stream_arrow=True)
         sys.stdout.buffer.flush()
         return
-    target = Path(path)
-    if target.exists() and not force:
-        raise TsensError(f"output {path!r} exists; pass `force` to overwrite it")
-    if target.is_dir():
-        raise TsensError(f"output {path!r} is a directory; expected a file path")
-    # Write next to the target and rename into place: an interrupted write never leaves a
-    # truncated file at the target path.
-    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    try:
-        with open(partial, "wb") as stream:
-            _write(table, stream, fmt, stream_arrow=False)
-        os.replace(partial, target)
-    except OSError as exc:
-        raise TsensError(f"output {path!r}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_output(path, force=force) as stream:
+        _write(table, stream, fmt, stream_arrow=False)
 
 
 def _write(table: pa.Table, stream: BinaryIO, fmt: str, *, stream_arrow: bool) -> None:

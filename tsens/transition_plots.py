@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .files import atomic_output
 from .plots import require_matplotlib
 from .transitions import TransitionResult
 
@@ -48,7 +49,8 @@ def plot_transitions(results: Sequence[TransitionResult], path: str | Path, curv
         title += f"; first {MAX_CHECKPOINTS} of {len(results)} checkpoints shown"
     bottom.set_title(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(str(path), dpi=110)
+    with atomic_output(path, what="plot", force=True) as stream:
+        fig.savefig(stream, dpi=110, format=Path(path).suffix.lstrip(".").lower() or "png")
     plt.close(fig)
 
 

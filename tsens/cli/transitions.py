@@ -133,7 +133,12 @@ def transitions(**params: Any) -> None:
             _render(row, result, net.describe())
     tables.write()
     if saved is not None:
-        write_side_file(params, "save_trajectories", saved.save, f"{saved.count:,} curves")
+        write_side_file(
+            params,
+            "save_trajectories",
+            lambda p: saved.save(p, force=params["force"]),
+            f"{saved.count:,} curves",
+        )
     if params["plot"]:
         from ..transition_plots import plot_transitions
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import TsensError
+from ..files import atomic_output
 
 TARGETS = ("loss", "acc")
 FEATURE_SETS: dict[str, tuple[str, ...]] = {}
@@ -199,13 +200,9 @@ class Calibration:
 
     def save(self, path: str | Path, *, force: bool = False) -> None:
         """Write this calibration as JSON (refuses to overwrite unless ``force``)."""
-        target = Path(path)
-        if target.exists() and not force:
-            raise TsensError(f"calibration file {str(path)!r} exists; pass `force` to overwrite it")
         text = json.dumps({"tsens_calibration": 1, **asdict(self)}, indent=1, default=str)
-        partial = target.with_name(f".{target.name}.partial")
-        partial.write_text(text + "\n")
-        partial.replace(target)
+        with atomic_output(path, what="calibration file", force=force) as stream:
+            stream.write((text + "\n").encode())
 
     @classmethod
     def load(cls, path: str | Path) -> Calibration:

@@ -30,6 +30,7 @@ from ..datasets import Dataset
 from ..datasets.formats import expect_npz
 from ..datasets.named import canonical_name
 from ..errors import TsensError
+from ..files import atomic_output
 
 KINDS = ("ellipse", "random-ellipse", "translations")
 """The named trajectory kinds; anything else given as a kind is read as an ``.npz`` file."""
@@ -172,7 +173,7 @@ class Trajectories:
 
     # ------------------------------------------------------------------ files
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, *, force: bool = False) -> None:
         """Write an ``.npz`` that :func:`load_trajectories` reads back into the same curves:
         ``center``, ``u``, ``v`` or ``points`` and ``closed``, plus ``indices`` and ``kind``."""
         arrays: dict[str, np.ndarray] = {"kind": np.array(self.kind)}
@@ -182,11 +183,8 @@ class Trajectories:
             arrays.update(points=self.points, closed=np.array(self.closed))
         if self.indices is not None:
             arrays["indices"] = self.indices
-        try:
-            with open(path, "wb") as f:
-                np.savez(f, **arrays)
-        except OSError as exc:
-            raise TsensError(f"{path}: cannot write the trajectories ({exc.strerror or exc})") from None
+        with atomic_output(path, what="trajectories file", force=force) as f:
+            np.savez(f, **arrays)
 
     def same_curves(self, other: Trajectories) -> bool:
         """Whether ``other`` holds exactly the same curves (bit for bit)."""
