@@ -90,6 +90,11 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return rank_correlation(a, b, "spearman")
 
 
+def columns_of(result: SetResult) -> dict[str, np.ndarray]:
+    """A pass's per-sample columns as they are (the rows of most tables)."""
+    return result.columns
+
+
 def _head(result: SetResult) -> Row:
     return {"checkpoint": result.network.path, "set": result.name, "samples": result.samples}
 

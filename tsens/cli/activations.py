@@ -6,7 +6,8 @@ from typing import Any
 
 import click
 
-from ..summaries import activations_summary, unit_frequencies
+from ..jobs import OnlySet
+from ..summaries import activations_summary, columns_of, unit_frequencies
 from . import options, render
 from .command import command
 from .flow import per_sample
@@ -21,6 +22,7 @@ _STATS = ("mean", "variance", "skewness", "excess_kurtosis", "normality_p")
 @options.preprocess_options
 @click.option("--per-unit", is_flag=True, help="One row per hidden unit with its activation frequency.")
 @options.compute_options
+@options.executor_options
 @options.output_options
 @checked_targets
 def activations(**params: Any) -> None:
@@ -30,11 +32,20 @@ def activations(**params: Any) -> None:
     gives mean, variance, skewness, excess kurtosis and a normality p-value per layer, and the
     dead (never active) and always-active units on this data.
     """
-    rows = unit_frequencies if params["per_unit"] else (lambda result: result.columns)
-    per_sample("activations", params, ["active"], activations_summary, _render, rows=rows)
+    rows = unit_frequencies if params["per_unit"] else columns_of
+    per_sample(
+        "activations",
+        params,
+        {"data": params["data"]},
+        ["active"],
+        OnlySet(activations_summary, listed=True),
+        _render,
+        columns=OnlySet(rows),
+    )
 
 
-def _render(row: dict[str, Any], arch: str) -> None:
+def _render(rows: list[dict[str, Any]], arch: str) -> None:
+    row = rows[0]
     layers = [k.removeprefix("width_") for k in row if k.startswith("width_")]
     rows = [
         (

@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import math
 import os
+from contextlib import AbstractContextManager
 from typing import Any
 
 import click
 from rich import box
 from rich.table import Table
 
-from ..bounds import BOUNDS, crossings, report, resolve_bound
+from ..bounds import BOUNDS, crossings, resolve_bound
 from ..errors import ThresholdExceeded, TsensError
+from ..jobs import bound_job
+from ..runs import CheckpointRef
 from . import inputs, options, render
 from .command import command
+from .flow import run_jobs
 from .outputs import Tables, checked_targets
 
 Threshold = tuple[str, float]
@@ -68,6 +72,7 @@ def _resolve(thresholds: list[Threshold], with_data: bool, option: str) -> list[
     help="Exit 1 if a checkpoint's log10 BOUND is below LOG10 (repeatable).",
 )
 @options.compute_options
+@options.executor_options
 @options.output_options
 @checked_targets
 def bound(**params: Any) -> None:
@@ -92,25 +97,22 @@ def bound(**params: Any) -> None:
     above = _resolve(params["fail_above"], with_data, "--fail-above")
     below = _resolve(params["fail_below"], with_data, "--fail-below")
     compute = inputs.compute(params)
-    checkpoints = inputs.networks(params)
+    refs = inputs.checkpoints(params)
     data = inputs.dataset(params["data"], params) if with_data else None
     tables = Tables("bound", params, {"data": params["data"]})
+    shared = dict(data=data, reading=params["reading"], compute=compute, load=inputs.loader(params))
+
+    def item_progress(ref: CheckpointRef) -> AbstractContextManager[Any]:
+        return render.progress(params, ref.path, len(data) if data is not None else 0)
+
     rows, summaries = [], []
-    for ref, net in checkpoints:
-        with render.progress(params, net.path, len(data) if data is not None else 0) as progress:
-            rep = report(
-                net,
-                reading=params["reading"],
-                dataset=data,
-                compute=compute if with_data else None,
-                progress=progress,
-            )
+    for ref, out in zip(refs, run_jobs(params, compute, bound_job, refs, shared, item_progress), strict=True):
+        rep = out.detail
         row = rep.row()
         cols = rep.layer_rows() if params["per_layer"] else {k: [v] for k, v in row.items()}
         cols.pop("checkpoint")
-        summaries.append(rep.summary())
-        applied = {"preprocess": rep.measured.preprocess} if rep.measured is not None else {}
-        tables.add(ref, net, cols, [summaries[-1]], applied)
+        summaries.extend(out.summary)
+        tables.add(ref, out.network, cols, out.summary, out.applied)
         rows.append(row)
     if not inputs.quiet(params):
         _render(summaries, params["reading"], with_data)

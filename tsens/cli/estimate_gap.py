@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ from ..gap import GapResult, estimate_gap
 from ..gap.calibration import Calibration
 from ..gap.estimators import NAMES
 from ..runs import plan_runs
-from ..stream import chosen_preprocess
 from ..tables import provenance
 from . import inputs, options, render
 from .command import command
@@ -81,6 +79,7 @@ def _expand(patterns: tuple[str, ...]) -> list[str]:
     "--plot", default=None, metavar="FILE.png", help="Draw truth and estimates (needs tsens[plot])."
 )
 @options.compute_options
+@options.executor_options
 @options.output_options
 @checked_targets
 def estimate_gap_command(**params: Any) -> None:
@@ -113,20 +112,6 @@ def estimate_gap_command(**params: Any) -> None:
             "--save-calibration needs --calibrate checkpoints, or a labelled --test and checkpoints "
             "of at least 2 runs"
         )
-    shells: dict[str, Any] = {}
-    applied: dict[str, dict[str, str]] = {}
-
-    def load(ref: Any) -> Any:
-        net = inputs.load(ref, params)
-        # Provenance needs the path, sha256 and activation only: keep no weights, so memory
-        # holds one network at a time.
-        shells[ref.path] = replace(net, layers=())
-        applied[ref.path] = {
-            f"preprocess_{name}": chosen_preprocess(net, data).to_json()
-            for name, data in (("train", train), ("test", test))
-        }
-        return net
-
     result = estimate_gap(
         refs,
         train,
@@ -136,13 +121,15 @@ def estimate_gap_command(**params: Any) -> None:
         calibration_refs=calibration_refs,
         sibling_key=params["sibling_key"],
         compute=compute,
-        load=load,
+        load=inputs.loader(params),
         fit_calibration=bool(params["save_calibration"]),
+        executor=inputs.executor(params, compute),
+        progress=lambda ref: render.progress_sets(params, ref.path, {"train": len(train), "test": len(test)}),
     )
     tables = Tables("estimate-gap", params, {"train": params["train"], "test": params["test"]})
-    for ref, row in zip(refs, result.rows, strict=True):
+    for ref, row, cf in zip(refs, result.rows, result.features, strict=True):
         columns = {k: [v] for k, v in row.items() if k not in ("checkpoint", "run", "step")}
-        tables.add(ref, shells[ref.path], columns, applied=applied[ref.path])
+        tables.add(ref, cf.network, columns, applied=cf.applied)
     tables.add_summary([*(result.evaluation or []), *(result.ranking or [])])
     for note in result.notes:
         render.warn(note)

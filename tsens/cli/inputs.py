@@ -8,6 +8,8 @@ from typing import Any
 
 from ..compute import Compute
 from ..datasets import Dataset, Preprocess, load_dataset
+from ..executors import Executor, make_executor
+from ..jobs import Loader
 from ..network import Network
 from ..runs import CheckpointRef, plan_runs
 
@@ -32,10 +34,24 @@ def networks(params: dict[str, Any]) -> Iterator[tuple[CheckpointRef, Network]]:
     return ((ref, load(ref, params)) for ref in refs)
 
 
+def loader(params: dict[str, Any]) -> Loader:
+    """How jobs load checkpoints: with the command line's ``--activation``/``--layers``."""
+    order = tuple(p.strip() for p in params["layers"].split(",")) if params.get("layers") else None
+    return Loader(params.get("activation"), order)
+
+
 def load(ref: CheckpointRef, params: dict[str, Any]) -> Network:
     """One checkpoint's network with the command line's ``--activation``/``--layers``."""
-    order = [p.strip() for p in params["layers"].split(",")] if params.get("layers") else None
-    return ref.load(activation=params.get("activation"), layers=order)
+    return loader(params)(ref)
+
+
+def executor(params: dict[str, Any], compute: Compute) -> Executor:
+    """Where the per-checkpoint jobs run (``--executor``); on a cluster each task asks for one
+    GPU when the work runs on CUDA."""
+    gpus = 1 if compute.torch_device.type == "cuda" else 0
+    return make_executor(
+        params.get("executor", "local"), address=params.get("ray_address"), gpus_per_task=gpus
+    )
 
 
 def given_preprocess(params: dict[str, Any]) -> Preprocess | None:

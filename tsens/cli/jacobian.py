@@ -7,8 +7,9 @@ from typing import Any
 import click
 
 from ..errors import TsensError
+from ..jobs import OnlySet
 from ..measures import Options
-from ..summaries import DESCRIBED, SENSITIVITY_COLUMNS, jacobian_summary
+from ..summaries import DESCRIBED, SENSITIVITY_COLUMNS, columns_of, jacobian_summary
 from . import options, render
 from .command import command
 from .flow import per_sample
@@ -44,6 +45,7 @@ def _measures(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
     help="Hutchinson estimate of ‖T‖ with this many probes (for very wide layers); default exact.",
 )
 @options.compute_options
+@options.executor_options
 @options.output_options
 @checked_targets
 def jacobian(**params: Any) -> None:
@@ -57,10 +59,20 @@ def jacobian(**params: Any) -> None:
         raise TsensError("--probes only applies to the tangent measure; add it to --measures")
     settings = Options(reading=params["reading"], probes=params["probes"])
     measures = ["predictions", *params["measures"]]
-    per_sample("jacobian", params, measures, jacobian_summary, _render, options=settings)
+    per_sample(
+        "jacobian",
+        params,
+        {"data": params["data"]},
+        measures,
+        OnlySet(jacobian_summary, listed=True),
+        _render,
+        options=settings,
+        columns=OnlySet(columns_of),
+    )
 
 
-def _render(row: dict[str, Any], arch: str) -> None:
+def _render(rows: list[dict[str, Any]], arch: str) -> None:
+    row = rows[0]
     names = [c for c in SENSITIVITY_COLUMNS if f"{c}_mean" in row]
     caption = ""
     if "loss_mean" in row:

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..executors import EXECUTORS
 from ..measures import MEMBERSHIP_MODES
 from ..tables import FORMATS
 from ..tangent import READINGS
@@ -155,4 +156,21 @@ membership_options = stack(
         help="σ of the distance to the nearest breakpoint (preact) or of the 0/1 indicator ([T] eq. 4).",
     ),
     click.option("--temperature", type=float, default=1.0, show_default=True, help="τ in σ(z/τ)."),
+)
+
+
+executor_options = stack(
+    click.option(
+        "--executor",
+        type=click.Choice(EXECUTORS),
+        default="local",
+        show_default=True,
+        help="Run the checkpoints here (local) or as tasks on a Ray cluster (ray; tsens[ray]).",
+    ),
+    click.option(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="The Ray cluster to use (default: RAY_ADDRESS, else a local one started for this command).",
+    ),
 )

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from ..measures import Options
-from ..stream import measure_sets
+from ..stream import SetResult
 from ..summaries import regions_summary
-from . import inputs, options, render
+from . import options, render
 from .command import command
-from .outputs import Tables, checked_targets
+from .flow import per_sample
+from .outputs import checked_targets
 
 MEASURES = ("region", "membership", "boundary", "path_score", "tangent")
 
@@ -24,6 +26,7 @@ MEASURES = ("region", "membership", "boundary", "path_score", "tangent")
 @options.membership_options
 @options.tangent_option("Reading of ‖T‖ used for the membership-weighted S_emp.")
 @options.compute_options
+@options.executor_options
 @options.output_options
 @checked_targets
 def regions(**params: Any) -> None:
@@ -38,25 +41,22 @@ def regions(**params: Any) -> None:
     settings = Options(
         reading=params["reading"], membership=params["membership"], temperature=params["temperature"]
     )
-    compute = inputs.compute(params)
-    checkpoints = inputs.networks(params)
     specs = {"data": params["data"], **({"test": params["test"]} if params["test"] else {})}
-    sets = {name: inputs.dataset(spec, params) for name, spec in specs.items()}
-    tables = Tables("regions", params, specs)
-    for ref, net in checkpoints:
-        with render.progress_sets(params, net.path, {k: len(v) for k, v in sets.items()}) as progress:
-            results = measure_sets(net, sets, MEASURES, options=settings, compute=compute, progress=progress)
-        rows = regions_summary(results)
-        columns = _stacked({name: r.columns for name, r in results.items()})
-        applied = {f"preprocess_{name}": r.dataset.preprocess.to_json() for name, r in results.items()}
-        tables.add(ref, net, columns, rows, applied)
-        if not inputs.quiet(params):
-            _render(rows, net.describe())
-    tables.write()
+    per_sample(
+        "regions",
+        params,
+        specs,
+        MEASURES,
+        regions_summary,
+        _render,
+        options=settings,
+        columns=stacked_columns,
+    )
 
 
-def _stacked(per_set: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def stacked_columns(results: Mapping[str, SetResult]) -> dict[str, np.ndarray]:
     """The sets' columns one under the other, with a ``set`` column in front."""
+    per_set = {name: r.columns for name, r in results.items()}
     names = list(per_set)
     out = {"set": np.concatenate([np.full(len(per_set[n]["sample"]), n, dtype=object) for n in names])}
     for key in per_set[names[0]]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 import click
 
 from ..datasets import Dataset
 from ..errors import TsensError
+from ..jobs import transitions_job
+from ..runs import CheckpointRef
 from ..stream import prepared_for
 from ..summaries import DESCRIBED
 from ..transitions import (
@@ -15,20 +18,23 @@ from ..transitions import (
     KINDS,
     METHODS,
     Trajectories,
+    TransitionResult,
     check_count,
     check_points,
-    count_transitions,
     make_trajectories,
     transitions_summary,
 )
 from . import inputs, options, render
 from .command import command
+from .flow import run_jobs
 from .outputs import Tables, check_side_files, checked_targets, write_side_file
 
 NEEDS_DATA = ("ellipse", "translations")
 
 SIDE_FILES = (("--plot", "plot", ".png"), ("--save-trajectories", "save_trajectories", ".npz"))
 """Extra outputs, refused before any work like ``-o``."""
+CURVES_PER_TASK = 32
+"""On a cluster, each task counts this many curves of one checkpoint."""
 
 
 @command()
@@ -75,6 +81,7 @@ SIDE_FILES = (("--plot", "plot", ".png"), ("--save-trajectories", "save_trajecto
     help="Write the curves used (in input space, with data indices), readable by --trajectory.",
 )
 @options.compute_options
+@options.executor_options
 @options.output_options
 @checked_targets
 def transitions(**params: Any) -> None:
@@ -97,12 +104,14 @@ def transitions(**params: Any) -> None:
         raise TsensError(f"--trajectory {kind} needs --data (the data set its curves go through)")
     check_side_files(params, SIDE_FILES)
     compute = inputs.compute(params)
-    checkpoints = inputs.networks(params)
+    refs = inputs.checkpoints(params)
+    load = inputs.loader(params)
     data = inputs.dataset(params["data"], params) if params["data"] else None
     tables = Tables("transitions", params, {"data": params["data"]})
-    results = []
+    plans: list[tuple[CheckpointRef, Dataset | None, Trajectories]] = []
     saved: Trajectories | None = None
-    for ref, net in checkpoints:
+    for ref in refs:  # the curves each checkpoint sees (its preprocessing of the data)
+        net = load(ref)
         prepared = _prepared(net, data)
         traj = make_trajectories(kind, prepared, net.input_dim, params["count"], params["seed"])
         if params["save_trajectories"]:
@@ -112,25 +121,35 @@ def transitions(**params: Any) -> None:
                     "preprocessed differently or differ in size); save them one checkpoint at a time"
                 )
             saved = traj
-        with render.progress(params, net.path, traj.count) as progress:
-            result = count_transitions(
-                net,
-                traj,
-                method=params["method"],
-                points=params["points"],
-                jacobian=params["jacobian"] or bool(params["plot"]),
-                compute=compute,
-                progress=progress,
-            )
+        plans.append((ref, prepared, traj))
+    # One task per checkpoint, or on a cluster per group of curves.
+    size = CURVES_PER_TASK if params["executor"] != "local" else None
+    chunks = [traj.chunks(size) if size else [traj] for _, _, traj in plans]
+    items = [(ref, part) for (ref, _, _), parts in zip(plans, chunks, strict=True) for part in parts]
+    shared = dict(
+        method=params["method"],
+        points=params["points"],
+        jacobian=params["jacobian"] or bool(params["plot"]),
+        compute=compute,
+        load=load,
+    )
+
+    def item_progress(item: tuple[CheckpointRef, Trajectories]) -> AbstractContextManager[Any]:
+        return render.progress(params, item[0].path, item[1].count)
+
+    done = run_jobs(params, compute, transitions_job, items, shared, item_progress)
+    results = []
+    for (ref, prepared, traj), parts in zip(plans, chunks, strict=True):
+        result = TransitionResult.concat([next(done) for _ in parts], traj)
         if not params["jacobian"]:
             result.columns.pop("jac_prob_mean", None)
             result.columns.pop("jac_prob_max", None)
         row = transitions_summary(result)
         applied = {"preprocess": prepared.preprocess.to_json()} if prepared is not None else {}
-        tables.add(ref, net, result.columns, [row], applied)
+        tables.add(ref, result.network, result.columns, [row], applied)
         results.append(result)
         if not inputs.quiet(params):
-            _render(row, result, net.describe())
+            _render(row, result, result.network.describe())
     tables.write()
     if saved is not None:
         write_side_file(

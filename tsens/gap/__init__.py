@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,15 +22,17 @@ import numpy as np
 from ..compute import Compute
 from ..datasets import Dataset
 from ..errors import TsensError
+from ..executors import Executor, LocalExecutor
+from ..jobs import Loader
 from ..network import Network
 from ..runs import CheckpointRef
-from ..stream import InputCache, Progress, measure_sets
+from ..stream import InputCache, Progress, chosen_preprocess, measure_sets
 from . import estimators as est
 from .calibration import MIN_RUNS, Calibration, calibrate, cross_fit, derived
 from .evaluation import evaluate, rank_measures
 from .features import CheckpointFeatures, checkpoint_features
 
-__all__ = ["Calibration", "GapResult", "estimate_gap", "measure_checkpoint"]
+__all__ = ["Calibration", "GapResult", "estimate_gap", "features_job", "measure_checkpoint"]
 
 Row = dict[str, Any]
 
@@ -41,6 +44,7 @@ class GapResult:
     notes on what fell back and why."""
 
     rows: list[Row]
+    features: list[CheckpointFeatures] = field(default_factory=list, repr=False)
     evaluation: list[Row] | None = None
     ranking: list[Row] | None = None
     calibration: Calibration | None = None
@@ -81,6 +85,40 @@ def measure_checkpoint(
     return checkpoint_features(network, results["train"], results["test"], keep_log_probs=keep_log_probs)
 
 
+def features_job(
+    ref: CheckpointRef,
+    progress: Callable[[str], Progress | None] | None = None,
+    *,
+    train: Dataset,
+    test: Dataset,
+    measures: set[str],
+    compute: Compute,
+    load: Callable[[CheckpointRef], Network],
+    keep_runs: frozenset[str] = frozenset(),
+    cache: InputCache | None = None,
+) -> CheckpointFeatures:
+    """One checkpoint's features (an executor's job): loaded, measured on both sets, with the
+    test log-probabilities kept when its run has siblings (``keep_runs``), and a weightless copy
+    of its network and the preprocessing applied, for provenance."""
+    net = load(ref)
+    cf = measure_checkpoint(
+        net,
+        train,
+        test,
+        measures,
+        compute=compute,
+        keep_log_probs=ref.run in keep_runs,
+        cache=cache,
+        progress=progress,
+    )
+    cf.network = replace(net, layers=())
+    cf.applied = {
+        f"preprocess_{name}": chosen_preprocess(net, data).to_json()
+        for name, data in (("train", train), ("test", test))
+    }
+    return cf
+
+
 def _siblings(refs: Sequence[CheckpointRef], key: str) -> dict[str, list[str]]:
     """Run → the other runs with the same metadata ``key`` (e.g. the same ``config``)."""
     by_value: dict[Any, list[str]] = {}
@@ -117,8 +155,9 @@ def estimate_gap(
     sibling_key: str = "config",
     compute: Compute | None = None,
     load: Callable[[CheckpointRef], Network] | None = None,
-    progress: Callable[[CheckpointRef], Callable[[str], Progress | None] | None] | None = None,
+    progress: Callable[[CheckpointRef], AbstractContextManager[Any]] | None = None,
     fit_calibration: bool = False,
+    executor: Executor | None = None,
 ) -> GapResult:
     """Every estimator for every checkpoint of ``refs`` (module docstring).
 
@@ -128,10 +167,14 @@ def estimate_gap(
     ``test`` has labels, both are cross-fitted leave-one-run-out over ``refs``. Calibration
     checkpoints of a run that is also scored are left out (their labels would reach their own
     run's estimates). ``fit_calibration`` also fits one calibration on every scored run (to save
-    it); ``load`` turns a reference into a network (default :meth:`CheckpointRef.load`)."""
+    it); ``load`` turns a reference into a network (default :meth:`CheckpointRef.load`; it must
+    pickle for a cluster). ``executor`` runs the per-checkpoint passes (default here, one after
+    another; :class:`~tsens.executors.RayExecutor` for a cluster), ``progress`` gives each local
+    pass its progress callback; the calibration and the evaluation run here."""
     names = check_estimators(list(estimators))
     compute = compute or Compute()
-    load = load or (lambda ref: ref.load())
+    load = load or Loader()
+    executor = executor or LocalExecutor()
     if train.y is None:
         raise TsensError(
             f"`train` {train.spec!r} has no labels; the training set's loss and accuracy need them"
@@ -172,25 +215,12 @@ def estimate_gap(
         if (n != "calibrated" or can_calibrate) and (n != "disagreement" or any(siblings.values()))
     ]
     measures = est.required_measures(runnable)
-    cache = InputCache()
-
-    def features_of(ref: CheckpointRef, keep: bool) -> CheckpointFeatures:
-        return measure_checkpoint(
-            load(ref),
-            train,
-            test,
-            measures,
-            compute=compute,
-            keep_log_probs=keep,
-            cache=cache,
-            progress=progress(ref) if progress else None,
-        )
-
-    scored = [features_of(ref, bool(siblings.get(ref.run))) for ref in refs]
+    shared = dict(train=train, test=test, measures=measures, compute=compute, load=load, cache=InputCache())
+    keep = frozenset(run for run, others in siblings.items() if others)
+    scored = list(executor.map(features_job, refs, {**shared, "keep_runs": keep}, item_progress=progress))
     if source == "checkpoints":
-        calibration = _fit_calibration(
-            calibration_refs, [features_of(r, False) for r in calibration_refs], train
-        )
+        fitted = list(executor.map(features_job, calibration_refs, shared, item_progress=progress))
+        calibration = _fit_calibration(calibration_refs, fitted, train)
     calibrated, status = _calibrated_gaps(refs, scored, calibration, source, train, notes)
     rows = []
     for i, (ref, cf) in enumerate(zip(refs, scored, strict=True)):
@@ -226,7 +256,7 @@ def estimate_gap(
             [ref.run for ref in refs],
             dataset=",".join(sorted(_datasets_of(refs))) or train.spec,
         )
-    result = GapResult(rows, calibration=calibration, notes=notes)
+    result = GapResult(rows, scored, calibration=calibration, notes=notes)
     if labelled:
         result.evaluation = evaluate(rows, names)
         result.ranking = rank_measures(rows)

@@ -54,6 +54,8 @@ class CheckpointFeatures:
     features: dict[str, float]
     truth: dict[str, float] | None = None
     test_log_probs: np.ndarray | None = field(default=None, repr=False)
+    network: Network | None = field(default=None, repr=False)  # path, sha256, activation: no weights
+    applied: dict[str, str] = field(default_factory=dict)  # the preprocessing each set got
 
 
 def _mean(values: np.ndarray) -> float:

@@ -112,6 +112,20 @@ class Regions:
         )
 
 
+def concat_regions(parts: list[Regions], counts: list[int]) -> Regions:
+    """The regions of consecutive groups of curves (``counts`` curves each) as one, curve numbers
+    shifted to follow on."""
+    offsets = np.cumsum([0, *counts[:-1]])
+    return Regions(
+        np.concatenate([p.trajectory + o for p, o in zip(parts, offsets, strict=True)]),
+        np.concatenate([p.lo for p in parts]),
+        np.concatenate([p.hi for p in parts]),
+        np.concatenate([p.events_trajectory + o for p, o in zip(parts, offsets, strict=True)]),
+        np.concatenate([p.events_t for p in parts]),
+        np.concatenate([p.events_layer for p in parts]),
+    )
+
+
 @dataclass
 class ExactCounts:
     """``per_layer``: T × (L − 1) transition counts; ``regions`` when asked for."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -16,7 +16,7 @@ from ..errors import TsensError
 from ..jacobian import jacobian_norms
 from ..network import Network
 from ..trace import Tracer
-from .exact import Regions, exact_transitions
+from .exact import Regions, concat_regions, exact_transitions
 from .sampled import check_points, sampled_transitions
 from .trajectories import Trajectories, evaluate
 
@@ -41,6 +41,27 @@ class TransitionResult:
     @property
     def layers(self) -> int:
         return len(self.network.layers) - 1
+
+    @classmethod
+    def concat(cls, parts: list[TransitionResult], trajectories: Trajectories) -> TransitionResult:
+        """One result from the results of consecutive chunks of ``trajectories``
+        (:meth:`Trajectories.chunks`), as if all curves had been counted at once."""
+        first = parts[0]
+        if len(parts) == 1:
+            return replace(first, trajectories=trajectories)
+        columns: dict[str, Any] = {}
+        for key, value in first.columns.items():
+            if isinstance(value, list):
+                columns[key] = [v for p in parts for v in p.columns[key]]
+            else:
+                columns[key] = np.concatenate([p.columns[key] for p in parts])
+        columns["trajectory"] = np.arange(trajectories.count, dtype=np.int64)
+        regions = region_jacobian = None
+        if first.regions is not None:
+            regions = concat_regions([p.regions for p in parts], [p.trajectories.count for p in parts])
+        if first.region_jacobian is not None:
+            region_jacobian = np.concatenate([p.region_jacobian for p in parts])
+        return cls(first.network, trajectories, first.method, first.points, columns, regions, region_jacobian)
 
 
 def count_transitions(

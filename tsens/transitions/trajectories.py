@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +115,20 @@ class Trajectories:
             return 1
         k = self.points.shape[1]
         return k if self.closed else k - 1
+
+    def chunks(self, size: int) -> list[Trajectories]:
+        """The curves in consecutive groups of at most ``size`` (the last may be smaller), in
+        order: concatenating what each gives equals what all give at once."""
+        if size < 1:
+            raise TsensError(f"`size` must be at least 1, got {size}")
+        arrays = ("center", "u", "v", "points", "indices")
+        return [
+            replace(
+                self,
+                **{k: getattr(self, k)[start : start + size] for k in arrays if getattr(self, k) is not None},
+            )
+            for start in range(0, self.count, size)
+        ]
 
     @property
     def period(self) -> float:

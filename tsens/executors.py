@@ -1,0 +1,151 @@
+"""Where per-checkpoint work runs: in this process (:class:`LocalExecutor`) or as tasks on a Ray
+cluster (:class:`RayExecutor`, the optional extra ``tsens[ray]``). tsens schedules nothing
+itself: Ray places, retries and returns the tasks.
+
+A job is a module-level function ``job(item, progress=None, **shared)``: ``item`` is one
+checkpoint (or one chunk of work for it) and ``shared`` what every task reads (the data set,
+the settings). :meth:`Executor.map` yields the results **in the order of the items**, whatever
+order the tasks finish in, so tables come out identical under either executor.
+
+On Ray the shared values are put into the object store once (each task gets references, not
+copies); each task asks for one GPU when the work runs on CUDA; a task whose worker dies
+(killed, out of memory, a lost node) is retried up to ``max_retries`` times, while a task that
+fails for a user error (:class:`~tsens.errors.TsensError`, e.g. a bad checkpoint) is not
+retried and its one-line message is raised again on the driver. Warnings a task emits are
+replayed on the driver.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, TypeVar
+
+from .errors import TsensError
+from .extras import require
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+EXECUTORS = ("local", "ray")
+ItemProgress = Callable[[Any], AbstractContextManager[Any]]
+"""For the local executor: a context manager giving the progress callback of one item's job."""
+TaskProgress = Callable[[int], AbstractContextManager[Callable[[int], None] | None]]
+"""For a cluster: given the task count, a context manager giving a callback advanced once per
+finished task (None: no progress shown)."""
+
+
+class LocalExecutor:
+    """Runs each job here, one after another, with its own progress bar."""
+
+    name = "local"
+
+    def map(
+        self,
+        job: Callable[..., R],
+        items: Sequence[T],
+        shared: Mapping[str, Any],
+        *,
+        item_progress: ItemProgress | None = None,
+        task_progress: TaskProgress | None = None,
+    ) -> Iterator[R]:
+        for item in items:
+            with item_progress(item) if item_progress else nullcontext() as progress:
+                yield job(item, progress=progress, **shared)
+
+
+def _run_task(job: Callable[..., Any], item: Any, **shared: Any) -> tuple[Any, list[tuple[str, type]]]:
+    """A task's body on a worker: the job's result and the warnings it emitted."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = job(item, progress=None, **shared)
+    return result, [(str(w.message), w.category) for w in caught]
+
+
+class RayExecutor:
+    """Runs one task per item on a Ray cluster: ``address`` (else ``RAY_ADDRESS``, else a local
+    cluster started for this process, or the one already started in it)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, gpus_per_task: float = 0, max_retries: int = 3) -> None:
+        self.ray = require("ray", "ray", "--executor ray")
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.gpus_per_task = gpus_per_task
+        self.max_retries = max_retries
+        if not self.ray.is_initialized():
+            try:
+                self.ray.init(
+                    address=self.address,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    logging_level="ERROR",
+                    configure_logging=False,
+                )
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                where = repr(self.address) if self.address else "(a local cluster)"
+                raise TsensError(f"`ray_address` {where}: cannot connect to Ray ({_first_line(e)})") from None
+
+    def map(
+        self,
+        job: Callable[..., R],
+        items: Sequence[T],
+        shared: Mapping[str, Any],
+        *,
+        item_progress: ItemProgress | None = None,
+        task_progress: TaskProgress | None = None,
+    ) -> Iterator[R]:
+        ray = self.ray
+        refs = {key: ray.put(value) for key, value in shared.items()}  # once, not per task
+        task = ray.remote(_run_task).options(
+            num_gpus=self.gpus_per_task, max_retries=self.max_retries, retry_exceptions=False
+        )
+        pending = [task.remote(job, item, **refs) for item in items]
+        order = {ref.hex(): i for i, ref in enumerate(pending)}
+        done: dict[int, Any] = {}
+        waiting = list(pending)
+        with task_progress(len(pending)) if task_progress else nullcontext() as advance:
+            for i in range(len(pending)):
+                while i not in done:
+                    ready, waiting = ray.wait(waiting, num_returns=1)
+                    for ref in ready:
+                        done[order[ref.hex()]] = ref
+                        if advance is not None:
+                            advance(1)
+                result, caught = self._get(done.pop(i))
+                for message, category in caught:
+                    warnings.warn(message, category, stacklevel=2)
+                yield result
+
+    def _get(self, ref: Any) -> Any:
+        """A finished task's value; a user error inside it is raised here as the same TsensError."""
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, TsensError):
+                raise type(cause)(str(cause)) from None
+            raise
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:160] if text else type(e).__name__
+
+
+def make_executor(
+    name: str, *, address: str | None = None, gpus_per_task: float = 0
+) -> LocalExecutor | RayExecutor:
+    """The executor called ``name`` (``local`` or ``ray``)."""
+    if name == "local":
+        if address:
+            raise TsensError("`ray_address` applies to the ray executor only")
+        return LocalExecutor()
+    if name == "ray":
+        return RayExecutor(address, gpus_per_task=gpus_per_task)
+    raise TsensError(f"`executor` must be one of {', '.join(EXECUTORS)}, got {name!r}")
+
+
+Executor = LocalExecutor | RayExecutor
