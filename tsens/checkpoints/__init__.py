@@ -27,7 +27,10 @@ import torch
 
 from ..errors import TsensError
 from ..network import Network
+from . import flax as flaxfiles
 from . import huggingface, torchfiles
+from . import keras as kerasfiles
+from . import onnx as onnxfiles
 from .base import Format, Weights, check_file, files_sha256, has_suffix
 from .layout import build_network, checked_weights
 
@@ -42,9 +45,28 @@ FORMATS: tuple[Format, ...] = (
     ),
     Format("torch.save", has_suffix(*TORCH_SUFFIXES), torchfiles.read_torch, torchfiles.torch_metadata),
     Format("Hugging Face directory", huggingface.claims, huggingface.read, huggingface.metadata),
+    Format("Flax msgpack", flaxfiles.claims, flaxfiles.read, flaxfiles.metadata, extra="flax"),
+    Format("ONNX", has_suffix(".onnx"), onnxfiles.read, onnxfiles.metadata, extra="onnx"),
+    Format(
+        "Keras HDF5", has_suffix(".h5", ".hdf5"), kerasfiles.read_h5, kerasfiles.h5_metadata, extra="keras"
+    ),
+    Format(
+        "Keras archive",
+        has_suffix(".keras"),
+        kerasfiles.read_archive,
+        kerasfiles.archive_metadata,
+        extra="keras",
+    ),
+    Format(
+        "PGDL directory",
+        kerasfiles.pgdl_claims,
+        kerasfiles.read_pgdl,
+        kerasfiles.pgdl_metadata,
+        extra="keras",
+    ),
 )
-SUFFIXES = (".safetensors", *TORCH_SUFFIXES)
-FORMAT_NAMES = ", ".join(SUFFIXES) + " or a Hugging Face model directory"
+SUFFIXES = (".safetensors", *TORCH_SUFFIXES, ".msgpack", ".onnx", *kerasfiles.SUFFIXES)
+FORMAT_NAMES = ", ".join(SUFFIXES) + " or a Hugging Face or PGDL model directory"
 
 
 def find_format(path: str | Path) -> Format:
