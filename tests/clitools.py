@@ -30,3 +30,15 @@ def one_line_error(result: Result, *fragments: str) -> None:
 def read_stream(result: Result) -> pa.Table:
     """The Arrow IPC stream a command wrote to stdout (``-o -``)."""
     return ipc.open_stream(io.BytesIO(result.stdout_bytes)).read_all()
+
+
+def assert_same_table(a: pa.Table, b: pa.Table) -> None:
+    """Same column names, rows, order and values, bit for bit (NaN equal to NaN)."""
+    assert a.schema.names == b.schema.names and a.num_rows == b.num_rows
+    for name in a.schema.names:
+        x, y = a.column(name).to_pylist(), b.column(name).to_pylist()
+        same = [
+            p == q or (isinstance(p, float) and isinstance(q, float) and p != p and q != q)
+            for p, q in zip(x, y, strict=True)
+        ]
+        assert all(same), (name, [(p, q) for p, q, s in zip(x, y, same, strict=True) if not s][:3])

@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from clitools import read_stream, run
+from clitools import assert_same_table, read_stream, run
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_checkpoints"
 DIGITS = sorted((SAMPLES / "digits-64-64-64-10").glob("*.safetensors"))[-2:]
@@ -45,17 +45,6 @@ def _table(args: list, *extra: str) -> pa.Table:
     return read_stream(run(*args, *extra, "-o", "-", "--quiet"))
 
 
-def _same_values(a: pa.Table, b: pa.Table) -> None:
-    """Equal schemas and bit-identical columns (NaN equal to NaN)."""
-    assert a.schema.names == b.schema.names and a.num_rows == b.num_rows
-    for name in a.schema.names:
-        x, y = a.column(name).to_pylist(), b.column(name).to_pylist()
-        assert np.array_equal(np.array(x, dtype=object), np.array(y, dtype=object)) or all(
-            (p == q) or (isinstance(p, float) and isinstance(q, float) and np.isnan(p) and np.isnan(q))
-            for p, q in zip(x, y, strict=True)
-        ), name
-
-
 def _close(a: pa.Table, b: pa.Table, rtol: float) -> None:
     """Equal non-float columns, float columns within ``rtol`` relative (and 1e-9 absolute)."""
     assert a.schema.names == b.schema.names and a.num_rows == b.num_rows
@@ -76,7 +65,7 @@ def _close(a: pa.Table, b: pa.Table, rtol: float) -> None:
 def test_the_same_run_twice_is_bit_identical(name):
     args = COMMANDS[name]
     first, second = _table(args), _table(args)
-    _same_values(first, second)
+    assert_same_table(first, second)
 
 
 def test_bit_identical_across_processes(tmp_path):
@@ -90,7 +79,7 @@ def test_bit_identical_across_processes(tmp_path):
         )
         with pa.memory_map(str(out)) as source:
             outs.append(pa.ipc.open_file(source).read_all())
-    _same_values(outs[0], outs[1])
+    assert_same_table(outs[0], outs[1])
 
 
 @pytest.mark.parametrize(("dtype", "rtol"), [("float64", 1e-6), ("float32", 1e-4)])

@@ -77,13 +77,15 @@ class RayExecutor:
         self.max_retries = max_retries
         if not self.ray.is_initialized():
             try:
-                self.ray.init(
-                    address=self.address,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    logging_level="ERROR",
-                    configure_logging=False,
-                )
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # Ray's notes on its own setup
+                    self.ray.init(
+                        address=self.address,
+                        include_dashboard=False,
+                        log_to_driver=False,
+                        logging_level="ERROR",
+                        configure_logging=False,
+                    )
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = repr(self.address) if self.address else "(a local cluster)"
                 raise TsensError(f"`ray_address` {where}: cannot connect to Ray ({_first_line(e)})") from None
