@@ -137,3 +137,38 @@ def test_without_ray_one_line_and_address_only_with_ray(monkeypatch):
     monkeypatch.undo()
     result = run("bound", DIGITS[0], "--ray-address", "10.0.0.1:6379", code=2)
     one_line_error(result, "--ray-address applies to the ray executor only")
+
+
+def test_each_task_asks_for_one_gpu_when_the_work_runs_on_cuda(monkeypatch):
+    from types import SimpleNamespace
+
+    import tsens.cli.inputs as inputs
+
+    asked = {}
+    monkeypatch.setattr(inputs, "make_executor", lambda name, **kw: asked.setdefault(name, kw))
+    for device, gpus in (("cuda", 1), ("cpu", 0)):
+        asked.clear()
+        inputs.executor({"executor": "ray"}, SimpleNamespace(torch_device=torch.device(device)))
+        assert asked["ray"]["gpus_per_task"] == gpus
+    executor = RayExecutor(gpus_per_task=1)
+    options = {}
+    real_remote = ray.remote
+
+    def spy(fn):
+        remote = real_remote(fn)
+        original = remote.options
+
+        def record(**kw):
+            options.update(kw)
+            return original(**{**kw, "num_gpus": 0})  # this cluster has no GPU: run anyway
+
+        remote.options = record
+        return remote
+
+    monkeypatch.setattr(executor.ray, "remote", spy)
+    assert list(executor.map(nothing_job, [1, 2], {})) == [1, 2]
+    assert options["num_gpus"] == 1 and options["max_retries"] == 3 and options["retry_exceptions"] is False
+
+
+def nothing_job(item, progress=None, **shared):
+    return item
