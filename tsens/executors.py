@@ -37,10 +37,12 @@ TaskProgress = Callable[[int], AbstractContextManager[Callable[[int], None] | No
 finished task (None: no progress shown)."""
 
 
-class LocalExecutor:
-    """Runs each job here, one after another, with its own progress bar."""
+class Executor:
+    """Runs ``job(item, progress=..., **shared)`` for every item; :meth:`map` yields the results
+    in item order. ``item_progress(item)`` (used here, not on a cluster) gives one item's
+    progress callback; ``task_progress(count)`` (on a cluster) one advanced per finished task."""
 
-    name = "local"
+    name = "?"
 
     def map(
         self,
@@ -50,6 +52,32 @@ class LocalExecutor:
         *,
         item_progress: ItemProgress | None = None,
         task_progress: TaskProgress | None = None,
+    ) -> Iterator[R]:
+        return self._run(job, items, shared, item_progress, task_progress)
+
+    def _run(
+        self,
+        job: Callable[..., R],
+        items: Sequence[T],
+        shared: Mapping[str, Any],
+        item_progress: Any,
+        task_progress: Any,
+    ) -> Iterator[R]:
+        raise NotImplementedError
+
+
+class LocalExecutor(Executor):
+    """Runs each job here, one after another, with its own progress bar."""
+
+    name = "local"
+
+    def _run(
+        self,
+        job: Callable[..., R],
+        items: Sequence[T],
+        shared: Mapping[str, Any],
+        item_progress: Any,
+        task_progress: Any,
     ) -> Iterator[R]:
         for item in items:
             with item_progress(item) if item_progress else nullcontext() as progress:
@@ -64,7 +92,7 @@ def _run_task(job: Callable[..., Any], item: Any, **shared: Any) -> tuple[Any, l
     return result, [(str(w.message), w.category) for w in caught]
 
 
-class RayExecutor:
+class RayExecutor(Executor):
     """Runs one task per item on a Ray cluster: ``address`` (else ``RAY_ADDRESS``, else a local
     cluster started for this process, or the one already started in it)."""
 
@@ -90,14 +118,13 @@ class RayExecutor:
                 where = repr(self.address) if self.address else "(a local cluster)"
                 raise TsensError(f"`ray_address` {where}: cannot connect to Ray ({_first_line(e)})") from None
 
-    def map(
+    def _run(
         self,
         job: Callable[..., R],
         items: Sequence[T],
         shared: Mapping[str, Any],
-        *,
-        item_progress: ItemProgress | None = None,
-        task_progress: TaskProgress | None = None,
+        item_progress: Any,
+        task_progress: Any,
     ) -> Iterator[R]:
         ray = self.ray
         refs = {key: ray.put(value) for key, value in shared.items()}  # once, not per task
@@ -148,6 +175,3 @@ def make_executor(
     if name == "ray":
         return RayExecutor(address, gpus_per_task=gpus_per_task)
     raise TsensError(f"`executor` must be one of {', '.join(EXECUTORS)}, got {name!r}")
-
-
-Executor = LocalExecutor | RayExecutor
