@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
@@ -37,7 +38,7 @@ TaskProgress = Callable[[int], AbstractContextManager[Callable[[int], None] | No
 finished task (None: no progress shown)."""
 
 
-class Executor:
+class Executor(ABC):
     """Runs ``job(item, progress=..., **shared)`` for every item; :meth:`map` yields the results
     in item order. ``item_progress(item)`` (used here, not on a cluster) gives one item's
     progress callback; ``task_progress(count)`` (on a cluster) one advanced per finished task."""
@@ -55,6 +56,7 @@ class Executor:
     ) -> Iterator[R]:
         return self._run(job, items, shared, item_progress, task_progress)
 
+    @abstractmethod
     def _run(
         self,
         job: Callable[..., R],
@@ -63,7 +65,7 @@ class Executor:
         item_progress: Any,
         task_progress: Any,
     ) -> Iterator[R]:
-        raise NotImplementedError
+        """The results of ``job`` over ``items``, in item order (each executor's own way)."""
 
 
 class LocalExecutor(Executor):
