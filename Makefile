@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 SAMPLES := sample_checkpoints
 
-.PHONY: demo test bench samples zoo lint clean
+.PHONY: demo test bench samples zoo fuzz lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ samples: $(VENV)/.installed-dev
 # The development zoo of issue 8 (38 runs, 190 checkpoints, ~2.5 min on one CPU thread).
 zoo: $(VENV)/.installed
 	$(BIN)/python scripts/make_zoo.py
+
+# Mutated files of every format through the readers and the CLI (scripts/fuzz.py): 10,000
+# cases, under a minute on two cores; bad cases are saved under build/fuzz/ (report.txt).
+fuzz: $(VENV)/.installed-test
+	$(BIN)/python scripts/fuzz.py --cases 10000
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check $(LINTED)

@@ -35,7 +35,7 @@ def _json(path: Path) -> dict[str, Any]:
         if path.stat().st_size > _MAX_JSON:
             raise TsensError(f"{path}: is larger than {_MAX_JSON >> 20} MiB; expected a small JSON file")
         obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # ValueError: bad JSON, UTF-8, huge ints
         raise TsensError(f"{path}: not readable JSON ({type(e).__name__})") from None
     if not isinstance(obj, dict):
         raise TsensError(f"{path}: holds a JSON {type(obj).__name__}; expected an object")
@@ -71,8 +71,13 @@ def _shards(directory: Path, index: Path) -> list[tuple[Path, list[str]]]:
             )
         shards.setdefault(shard, []).append(str(name))
     for shard in shards:
-        if not (directory / shard).is_file():
-            raise TsensError(f"{index}: names shard {shard!r}, which is not in {directory}")
+        try:
+            found = (directory / shard).is_file()
+        except OSError:  # a name too long for the file system
+            found = False
+        if not found:
+            shown = shard if len(shard) <= 120 else shard[:117] + "..."
+            raise TsensError(f"{index}: names shard {shown!r}, which is not in {directory}")
     return [(directory / shard, names) for shard, names in shards.items()]
 
 

@@ -19,10 +19,12 @@ metadata). Pickled objects other than tensors and plain containers are never con
 from __future__ import annotations
 
 import json
+import mmap
 import pickle
 import pickletools
 import re
 import warnings
+import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,6 +38,7 @@ from .base import Weights, brief, check_file
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module")
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format starts with a local file header
+_DEFLATE_RATIO = 1032  # the most one byte of a deflate stream can inflate to
 
 
 # --- safetensors ---------------------------------------------------------------------------
@@ -128,43 +131,132 @@ def _runs_code(name: str) -> bool:
     return not module or module.split(".")[0] in CODE_MODULES or not leaf[:1].isupper()
 
 
-def _scan_globals(path: Path, pickles: int = 5) -> list[str]:
-    """The globals the file's leading pickles import (a legacy torch file holds several pickles
-    in a row; a plain pickle one), e.g. ``io.open``. Opcodes are only scanned (pickletools),
-    never executed; scanning stops at the first thing that is not a pickle."""
+_MARK = object()
+_REBUILD = ("torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor")
+
+
+class _Storage(int):
+    """A storage's element count, as its persistent id claims it."""
+
+
+def _tensor_fits(args: object, numel: int) -> bool:
+    """Whether ``_rebuild_tensor_v2(storage, offset, size, stride, ...)`` stays inside ``numel``
+    elements (arguments that are not plain integers are left to torch)."""
+    if not (isinstance(args, tuple) and len(args) >= 4):
+        return True
+    storage, offset, size, stride = args[:4]
+    if isinstance(storage, _Storage):
+        numel = storage
+    if not (isinstance(offset, int) and isinstance(size, tuple) and isinstance(stride, tuple)):
+        return True
+    if not all(isinstance(n, int) for n in (*size, *stride)) or len(size) != len(stride):
+        return True
+    if offset < 0 or any(n < 0 for n in (*size, *stride)):
+        return False
+    if any(n == 0 for n in size):
+        return offset <= numel
+    return offset + sum((n - 1) * st for n, st in zip(size, stride, strict=True)) < numel
+
+
+def _scan_pickles(path: Path, pickles: int = 5) -> tuple[list[str], bool]:
+    """The globals the file's leading pickles import (a legacy torch file holds five pickles in
+    a row, then its storages; a plain pickle one), e.g. ``io.open``, and whether the file is
+    intact enough to hand to torch. Opcodes are only scanned (pickletools, over a memory map so
+    that no length field makes a read allocate more than the file holds) and their effect on
+    the stack followed for names, integers and tuples; nothing is ever called. Not intact: a
+    pickle breaks off or does not parse, or it claims more than the file can hold: a storage
+    of more elements than the file has bytes, or a tensor reaching past its storage (the legacy
+    loader allocates storages at their claimed size and grows them to fit their tensors before
+    it reads any data)."""
     names: list[str] = []
+    size = path.stat().st_size
     try:
-        with path.open("rb") as f:
+        with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             for _ in range(pickles):
-                pushed: list[str | None] = []  # what each pushing opcode put on the stack (strings)
-                memo: dict[int, str | None] = {}
-                for op, arg, _pos in pickletools.genops(f):
-                    if op.name in ("GLOBAL", "INST"):
+                if data.tell() >= size:
+                    break  # a plain pickle: one, then the end of the file
+                stack: list[Any] = []
+                memo: dict[int, Any] = {}
+                for op, arg, _pos in pickletools.genops(data):
+                    before = op.stack_before
+                    if pickletools.markobject in before:
+                        mark = max(i for i, v in enumerate(stack) if v is _MARK)
+                        popped = stack[mark + 1 :]
+                        fixed = before.index(pickletools.markobject)
+                        del stack[mark - fixed :]
+                    else:
+                        popped = stack[len(stack) - len(before) :] if before else []
+                        if len(popped) < len(before):
+                            return names, False
+                        del stack[len(stack) - len(before) :]
+                    name = op.name
+                    if name in ("GLOBAL", "INST"):
                         names.append(str(arg).replace(" ", "."))
-                    elif op.name == "STACK_GLOBAL":
-                        module, name = pushed[-2:] if len(pushed) >= 2 else [None, None]
-                        names.append(f"{module}.{name}" if module and name else "an unnamed global")
-                    elif op.name == "MEMOIZE":
-                        memo[len(memo)] = pushed[-1] if pushed else None
-                    elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                        memo[int(arg)] = pushed[-1] if pushed else None
-                    elif op.name in ("GET", "BINGET", "LONG_BINGET"):
-                        pushed.append(memo.get(int(arg)))
-                    elif op.name != "FRAME":
-                        pushed.append(arg if isinstance(arg, str) else None)
-    except Exception:  # pickletools raises ValueError and friends on anything not a pickle
-        pass
-    return names
+                        pushed: list[Any] = [names[-1]]
+                    elif name == "STACK_GLOBAL":
+                        module, leaf = popped
+                        both = isinstance(module, str) and isinstance(leaf, str)
+                        names.append(f"{module}.{leaf}" if both else "an unnamed global")
+                        pushed = [names[-1]]
+                    elif name == "MARK":
+                        pushed = [_MARK]
+                    elif name in ("MEMOIZE", "DUP"):
+                        pushed = popped * len(op.stack_after)
+                        if name == "MEMOIZE":
+                            memo[len(memo)] = popped[0]
+                    elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                        memo[int(arg)] = stack[-1] if stack else None
+                        pushed = []
+                    elif name in ("GET", "BINGET", "LONG_BINGET"):
+                        pushed = [memo.get(int(arg))]
+                    elif name in ("TUPLE", "TUPLE1", "TUPLE2", "TUPLE3", "EMPTY_TUPLE"):
+                        pushed = [tuple(popped)]
+                    elif name in ("BINPERSID", "PERSID"):
+                        pid = popped[0] if popped else arg
+                        numel = pid[4] if isinstance(pid, tuple) and len(pid) >= 5 else None
+                        if isinstance(numel, int) and not 0 <= numel <= size:
+                            return names, False
+                        pushed = [_Storage(numel) if isinstance(numel, int) else None]
+                    elif name == "REDUCE":
+                        if popped[0] in _REBUILD and not _tensor_fits(popped[1], size):
+                            return names, False
+                        pushed = [None]
+                    elif isinstance(arg, int | str) and not isinstance(arg, bool) and op.stack_after:
+                        pushed = [arg]
+                    else:
+                        pushed = [None] * len(op.stack_after)
+                    stack.extend(pushed)
+    except Exception:  # pickletools raises ValueError and friends on anything that is not a pickle
+        return names, False
+    return names, True
 
 
-def _foreign_globals(path: Path, is_zip: bool) -> list[str]:
-    """The globals in the file that a weights-only load does not know, without running any."""
-    if is_zip:
+def _zip_intact(path: Path) -> bool:
+    """Whether every member of a zip ``torch.save`` file lies inside the file and holds no more
+    than its bytes can (torch allocates a record at the size the central directory gives
+    before it reads it). Python's zipfile reads only the directory here."""
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for info in archive.infolist():
+                stored = info.compress_type == zipfile.ZIP_STORED
+                most = info.compress_size if stored else info.compress_size * _DEFLATE_RATIO + 64
+                if info.header_offset + info.compress_size > size or info.file_size > most:
+                    return False
+    except Exception:  # zipfile raises BadZipFile, ValueError, ... on a broken directory
+        return False
+    return True
+
+
+def _foreign_globals(path: Path, names: list[str] | None) -> list[str]:
+    """The globals in the file that a weights-only load does not know, without running any:
+    from torch's scan of a zip file (``names`` None), or the given scan of a legacy file."""
+    if names is None:
         try:
             return list(dict.fromkeys(torch.serialization.get_unsafe_globals_in_checkpoint(str(path))))
         except Exception:  # a corrupt zip: the load below says so
             return []
-    return list(dict.fromkeys(n for n in _scan_globals(path) if not n.startswith(_SAFE_PREFIXES)))
+    return list(dict.fromkeys(n for n in names if not n.startswith(_SAFE_PREFIXES)))
 
 
 def _stand_ins(path: Path, names: list[str]) -> list[tuple[type, str]]:
@@ -194,7 +286,12 @@ def _torch_load(path: Path, *, mmap: bool = False) -> Mapping[Any, Any]:
     check_file(path)
     with path.open("rb") as f:
         is_zip = f.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
-    stand_ins = _stand_ins(path, _foreign_globals(path, is_zip))
+    if is_zip and not _zip_intact(path):  # before torch's own scan reads a record
+        raise _corrupt_torch(path)
+    names, intact = (None, True) if is_zip else _scan_pickles(path)
+    stand_ins = _stand_ins(path, _foreign_globals(path, names))
+    if not intact:  # refused before torch reads (and allocates) what the broken pickles claim
+        raise _corrupt_torch(path)
     try:
         with warnings.catch_warnings(), torch.serialization.safe_globals(stand_ins):
             warnings.simplefilter("ignore")
