@@ -4,8 +4,11 @@ cluster (``ray.init(num_cpus=2)``, started once and timed apart).
 Setup: 50 checkpoints of 3072-100-100-100-100-10 (He init, as in ``bench_gap.py``); per
 checkpoint ``jacobian``'s job (Jacobian norms and the exact tangent, one pass; the same
 :func:`tsens.jobs.measure_job` the command runs) over N CIFAR-size uint8 inputs, for several N,
-float32, CPU. Reported per N: local and Ray wall time for all 50 jobs, the speed-up, and the
-Ray overhead per task measured with a job that does nothing.
+float32, CPU. Reported per N: the local executor's wall time for all 50 jobs with torch's
+default thread count and with one thread, Ray's (each worker runs one thread, Ray's default),
+the speed-up against the faster local run, and the Ray overhead per task measured with a job
+that does nothing. Run it on an idle machine: with other processes on the cores, torch's
+multi-threaded kernels slow down several-fold and the local times mean little.
 
 Usage: python bench/bench_ray.py [--checkpoints 50] [--sizes 10,100,1000,5000]
 """
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gap import write_checkpoints  # noqa: E402
@@ -62,7 +66,8 @@ def main() -> None:
         print(f"{len(refs)} checkpoints 3072-100-100-100-100-10; local cluster of 2 workers")
         print(f"cluster start: {startup:.1f} s (once per command with a local cluster)")
         print(f"Ray overhead per task (a job that does nothing): {overhead * 1e3:.1f} ms")
-        print(f"{'inputs':>8} {'local s':>9} {'ray s':>9} {'ray vs local':>13}")
+        threads = torch.get_num_threads()
+        print(f"{'inputs':>8} {f'local {threads}T s':>11} {'local 1T s':>11} {'ray s':>9} {'speed-up':>9}")
         rng = np.random.default_rng(0)
         for size in (int(s) for s in args.sizes.split(",")):
             x = rng.integers(0, 256, size=(size, 3, 32, 32), dtype=np.uint8)
@@ -77,8 +82,12 @@ def main() -> None:
                 columns=OnlySet(columns_of),
             )
             local = timed(LocalExecutor(), measure_job, refs, shared)
+            torch.set_num_threads(1)
+            single = timed(LocalExecutor(), measure_job, refs, shared)
+            torch.set_num_threads(threads)
             remote = timed(on_ray, measure_job, refs, shared)
-            print(f"{size:>8,} {local:>9.2f} {remote:>9.2f} {local / remote:>12.2f}×")
+            best = min(local, single)
+            print(f"{size:>8,} {local:>11.2f} {single:>11.2f} {remote:>9.2f} {best / remote:>8.2f}×")
         ray.shutdown()
 
 
