@@ -17,6 +17,7 @@ when they differ; without one, the checkpoint's record applies; without either, 
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,12 +41,35 @@ _LEGITIMATELY_INFINITE = {"boundary_distance", "path_score", "log_probs"}
 probability that underflowed to 0."""
 
 
+CACHE_BYTES = 1 << 30
+"""The most an :class:`InputCache` holds by default (less when memory is short)."""
+
+
+def default_cache_bytes() -> int:
+    """:data:`CACHE_BYTES`, or a quarter of the memory available now when that is less (psutil's
+    ``available`` when psutil is installed, else the free pages ``os.sysconf`` reports, which
+    leaves out the reclaimable page cache; without either, :data:`CACHE_BYTES`)."""
+    available = None
+    try:
+        import psutil
+
+        available = int(psutil.virtual_memory().available)
+    except ImportError:
+        try:
+            available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (AttributeError, ValueError, OSError):
+            available = None
+    return CACHE_BYTES if available is None else max(0, min(CACHE_BYTES, available // 4))
+
+
 class InputCache:
     """Preprocessed batches kept in memory, so that a data set passed through many checkpoints
-    is read and preprocessed once (up to ``max_bytes`` in all; beyond that it streams)."""
+    is read and preprocessed once. Sets are kept whole while they fit in ``max_bytes`` in all
+    (default :func:`default_cache_bytes`: at most 1 GiB); a set that does not fit is streamed
+    from its source on every pass, a batch at a time, and nothing of it is kept."""
 
-    def __init__(self, max_bytes: int = 4 << 30) -> None:
-        self.max_bytes = max_bytes
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = default_cache_bytes() if max_bytes is None else int(max_bytes)
         self.used = 0
         self._store: dict[tuple, tuple[tuple, list[tuple[torch.Tensor, torch.Tensor | None]]]] = {}
 
@@ -149,6 +173,14 @@ def traced_batches(
         yield tracer(x), y
         if progress is not None:
             progress(len(x))
+        if os.environ.get("TSENS_TRIM"):
+            _trim()
+
+
+def _trim() -> None:
+    import ctypes
+
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def measure_sets(

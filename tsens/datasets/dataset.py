@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from ..errors import Note, TsensError
-from .formats import FILE_FORMATS, read_file
+from .formats import FILE_FORMATS, Samples, read_file
+from .lazy import LazyArray
 from .named import NAMED, canonical_name, load_named
-from .preprocess import CHUNK, Preprocess
+from .preprocess import Preprocess, chunk_rows
 
 
 def _is_int(value: object) -> bool:
@@ -29,7 +30,9 @@ def _is_int(value: object) -> bool:
 class Dataset:
     """Raw samples and labels plus the preprocessing that turns them into network inputs.
 
-    ``x`` holds the samples in their stored dtype and shape (``len × sample_shape``), ``y`` one
+    ``x`` holds the samples in their stored dtype and shape (``len × sample_shape``): a NumPy
+    array, or a :class:`~tsens.datasets.lazy.LazyArray` whose rows stay in their file until
+    indexed (data sets from files that can be read in pieces, see :mod:`.formats`); ``y`` one
     int64 class per sample or None, and ``indices`` the index of each sample in the original data
     set (``arange(len)`` unless it was subsampled; None when constructing means exactly that), so
     per-sample results can be joined back to the full data. ``preprocess`` None means none was
@@ -37,7 +40,7 @@ class Dataset:
     and on its own the data set is used as stored (flattened, uint8 scaled into [0, 1]).
     """
 
-    x: np.ndarray = field(repr=False)
+    x: Samples = field(repr=False)
     y: np.ndarray | None = field(repr=False)
     spec: str
     sample_shape: tuple[int, ...]
@@ -134,8 +137,8 @@ class Dataset:
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """Yield ``(inputs, labels)``: preprocessed ``B × dim`` inputs and int64 labels (or None).
 
-        Each batch is converted on its own (:meth:`Preprocess.apply`), so memory beyond the raw
-        array is one batch.
+        Each batch is read and converted on its own (:meth:`Preprocess.apply`), so memory beyond
+        the raw array (none for a lazy one) is one batch.
         """
         if not (_is_int(batch_size) and batch_size >= 1):
             raise TsensError(f"`batch_size` must be at least 1, got {batch_size!r}")
@@ -164,14 +167,14 @@ class Dataset:
 # --------------------------------------------------------------------------- loading
 
 
-def _sample_view(x: np.ndarray, where: str) -> tuple[np.ndarray, tuple[int, ...]]:
+def _sample_view(x: Samples, where: str) -> tuple[Samples, tuple[int, ...]]:
     """``x`` with N × H × W arrays given a channel axis, and the sample shape."""
     if x.dtype.kind not in "biuf":
         raise TsensError(f"{where}: inputs must be numeric, got dtype {x.dtype}")
     if x.ndim < 2:
         raise TsensError(f"{where}: inputs must have one row per sample (2-D or more), got shape {x.shape}")
     if x.ndim == 3:
-        x = x[:, None]
+        x = x.reshaped((1, *x.shape[1:])) if isinstance(x, LazyArray) else x[:, None]
     return x, tuple(int(s) for s in x.shape[1:])
 
 
@@ -196,15 +199,21 @@ def _labels(y: np.ndarray | None, n: int, where: str) -> np.ndarray | None:
         raise TsensError(f"{where}: labels must be integer class indices, got dtype {y.dtype}")
     if n and y.min() < 0:
         raise TsensError(f"{where}: labels must be non-negative class indices, found {y.min()}")
+    if n and y.max() >= 2**63:  # would wrap around to a negative int64
+        raise TsensError(f"{where}: labels must be class indices, found {y.max()}")
     return y.astype(np.int64)
 
 
-def _check_finite(x: np.ndarray, where: str) -> None:
-    if x.dtype.kind != "f":
+def _check_finite(x: Samples, where: str) -> None:
+    """Refuse NaN or Inf inputs, a chunk at a time. A lazy array whose source checks what it
+    decodes is read through even when it holds integers, so that a bad piece is refused now."""
+    checked = isinstance(x, LazyArray) and x.source.checked_on_read
+    if x.dtype.kind != "f" and not checked:
         return
-    for start in range(0, len(x), CHUNK):
-        chunk = x[start : start + CHUNK]
-        if not np.isfinite(chunk).all():
+    step = chunk_rows(x.shape[1:])
+    for start in range(0, len(x), step):
+        chunk = x[start : start + step]
+        if chunk.dtype.kind == "f" and not np.isfinite(chunk).all():
             bad = start + int(np.nonzero(~np.isfinite(chunk.reshape(len(chunk), -1)).all(axis=1))[0][0])
             raise TsensError(f"{where}: inputs contain NaN or Inf (first in sample {bad})")
 
@@ -249,14 +258,14 @@ def load_dataset(
                 f"{path} is a directory; give a data file or a data set name (see `tsens datasets`)"
             )
         x, y = read_file(path)
-    x, sample_shape = _sample_view(np.asarray(x), where)
+    x, sample_shape = _sample_view(x if isinstance(x, LazyArray) else np.asarray(x), where)
     if len(x) == 0:
         raise TsensError(f"{where}: the data set is empty")
     y = _labels(y, len(x), where)
     indices = np.arange(len(x), dtype=np.int64)
     if limit is not None and limit < len(x):
         indices = np.sort(np.random.default_rng(seed).choice(len(x), size=int(limit), replace=False))
-        x = x[indices]
+        x = x.subset(indices) if isinstance(x, LazyArray) else x[indices]
         y = None if y is None else y[indices]
     elif limit is not None and limit > len(x):
         warnings.warn(

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import TsensError
-from .formats import read_cifar, read_idx
+from .formats import Samples, open_cifar_files, open_idx, read_cifar, read_idx
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SHIPPED = ("digits", "digits-test", "mnist1d", "mnist1d-test")
@@ -105,11 +105,11 @@ def _locate(name: str, data_root: str | Path | None) -> tuple[Path, list[Path]] 
     return searched
 
 
-def load_named(
-    name: str, spec: str, data_root: str | Path | None
-) -> tuple[np.ndarray, np.ndarray | None, int]:
+def load_named(name: str, spec: str, data_root: str | Path | None) -> tuple[Samples, np.ndarray | None, int]:
     """Inputs, labels and class count of the named set ``name`` (canonical; ``spec`` is what
-    the caller wrote, for messages)."""
+    the caller wrote, for messages). The shipped sets are read whole; the inputs of the others
+    stay in their files (IDX images memory-mapped or decompressed in order, CIFAR read one batch
+    file at a time), labels are read whole."""
     if name in SHIPPED:
         base, split = (name.removesuffix("-test"), "test") if name.endswith("-test") else (name, "train")
         with np.load(DATA_DIR / f"{base}.npz", allow_pickle=False) as npz:
@@ -129,12 +129,13 @@ def load_named(
     _, files = located
     if layout.idx:
         images, labels = files
-        return read_idx(images), read_idx(labels), layout.classes
-    parts = [read_cifar(f) for f in files]
-    if any(y is None for _, y in parts):
-        raise TsensError(f"data set {name!r}: a batch file in {files[0].parent} has no labels")
-    x = np.concatenate([x for x, _ in parts])
-    y = np.concatenate([np.asarray(y) for _, y in parts])
+        return open_idx(images), read_idx(labels), layout.classes
+    if len(files) == 1:  # one pickle: read whole
+        x, y = read_cifar(files[0])
+        if y is None:
+            raise TsensError(f"data set {name!r}: a batch file in {files[0].parent} has no labels")
+        return x, np.asarray(y), layout.classes
+    x, y = open_cifar_files(files, name)
     return x, y, layout.classes
 
 

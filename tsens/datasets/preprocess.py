@@ -4,14 +4,15 @@ that applies them (centre crop, flatten, uint8 scaling, normalization) and
 
 Everything that turns raw samples into numbers goes through :func:`_scaled_rows` (crop, flatten,
 scale) and :meth:`Preprocess.apply` (then normalize): a data set's batches, a single sample, an
-image made by the caller, and the scalar statistics of ``standard`` normalization.
+image made by the caller, and the scalar statistics of ``standard`` normalization (taken a chunk
+at a time, :func:`chunked_moments`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -26,7 +27,16 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 MNIST_MEAN = (0.1307,)
 MNIST_STD = (0.3081,)
 
-CHUNK = 4096  # samples per step when a whole data set is scanned (statistics, checks)
+CHUNK = 4096  # most samples per step when a whole data set is scanned (statistics, checks)
+CHUNK_BYTES = 32 << 20  # and at most about this many bytes of float64 values per step
+
+
+def chunk_rows(sample_shape: Sequence[int]) -> int:
+    """Samples per step of a scan over samples of ``sample_shape``: :data:`CHUNK`, fewer for wide
+    samples so that a step's float64 values stay within :data:`CHUNK_BYTES`."""
+    return max(1, min(CHUNK, CHUNK_BYTES // (8 * max(1, math.prod(sample_shape)))))
+
+
 _KEYS = ("normalize", "mean", "std", "crop")
 
 
@@ -65,6 +75,30 @@ def _scaled_rows(
         return torch.tensor(rows, device=device).to(dtype) / 255.0
     work = np.float64 if dtype == torch.float64 else np.float32
     return torch.from_numpy(rows.astype(work)).to(device=device, dtype=dtype)
+
+
+def chunked_moments(chunks: Iterable[torch.Tensor]) -> tuple[int, float, float]:
+    """Count, mean and sum of squared deviations from the mean (M2) of every value of
+    ``chunks``, in one pass: each chunk's own mean and M2 (two passes over the chunk, in
+    float64) combined with the running ones by Chan et al.'s pairwise update
+    (``δ = mean_b − mean_a``; ``M2 = M2_a + M2_b + δ² n_a n_b / n``), so no value is squared
+    far from its chunk's mean and the result matches a two-pass computation over the whole
+    array to rounding. The variance is ``M2 / count``."""
+    n, mean, m2 = 0, 0.0, 0.0
+    for chunk in chunks:
+        values = chunk.reshape(-1).to(torch.float64)
+        nb = values.numel()
+        if nb == 0:
+            continue
+        mean_b = float(values.sum()) / nb
+        deviations = values - mean_b
+        m2_b = float(deviations.square_().sum())
+        total = n + nb
+        delta = mean_b - mean
+        mean += delta * nb / total
+        m2 += m2_b + delta * delta * n * nb / total
+        n = total
+    return n, mean, m2
 
 
 @dataclass(frozen=True)
@@ -207,20 +241,23 @@ class Preprocess:
     ) -> Preprocess:
         """This preprocessing checked against samples of ``sample_shape``; ``standard`` without
         mean/std gets the scalar mean and std of all of ``x`` (cropped and scaled as
-        :meth:`apply` does, in float64) filled in. ``what`` names the samples in errors."""
+        :meth:`apply` does, in float64) filled in. ``what`` names the samples in errors.
+
+        ``x`` (an array or a lazy one) is read :func:`chunk_rows` samples at a time, in one pass
+        (:func:`chunked_moments`)."""
         self.check(sample_shape, what)
         if not self.needs_statistics:
             return self
         count = len(x) * math.prod(self.cropped_shape(sample_shape, what))
         if count == 0:
             raise TsensError(f"`normalize` 'standard': {what} has no samples to take statistics from")
-
-        def chunks() -> Iterator[torch.Tensor]:
-            for start in range(0, len(x), CHUNK):
-                yield _scaled_rows(x[start : start + CHUNK], sample_shape, self.crop, torch.float64, "cpu")
-
-        mean = sum(float(rows.sum()) for rows in chunks()) / count
-        std = math.sqrt(sum(float(((rows - mean) ** 2).sum()) for rows in chunks()) / count)
+        step = chunk_rows(sample_shape)
+        chunks = (
+            _scaled_rows(x[start : start + step], sample_shape, self.crop, torch.float64, "cpu")
+            for start in range(0, len(x), step)
+        )
+        _, mean, m2 = chunked_moments(chunks)
+        std = math.sqrt(m2 / count)
         if not std > 0:
             raise TsensError(f"`normalize` 'standard': {what} is constant (std 0)")
         return replace(self, mean=(mean,), std=(std,))
