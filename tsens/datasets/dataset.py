@@ -145,7 +145,7 @@ class Dataset:
         p = self._resolved()
         for start in range(0, len(self.x), batch_size):
             xb = p.apply(self.x[start : start + batch_size], self.sample_shape, dtype=dtype, device=device)
-            yb = None if self.y is None else torch.from_numpy(self.y[start : start + batch_size]).to(device)
+            yb = None if self.y is None else torch.tensor(self.y[start : start + batch_size], device=device)
             yield xb, yb
 
     def check_input_dim(self, expected: int, what: str) -> None:
