@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,7 @@ import torch
 from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from nets import random_network  # noqa: E402
 
 WIDTHS = (3072, 100, 100, 100, 100, 10)
@@ -206,6 +208,45 @@ def command_line(cmd: str, ckpt: Path, data: Path, labelled: Path, out: Path, li
     return [*tsens, "--data", str(data), *extra, *common]
 
 
+def measured_row(label: str, what: str, argv: list[str], out: Path, limit: int | None = None) -> dict:
+    """Run ``argv`` measured, print its table row and return it (with the output's columns)."""
+    out.unlink(missing_ok=True)
+    rc, wall, peak, polled, tail = run_measured(argv)
+    rows, columns = 0, []
+    if rc == 0 and out.exists():
+        rows, columns = pq.read_metadata(out).num_rows, pq.read_schema(out).names
+    ok = "yes" if rc == 0 and peak < BAR_MB else "NO"
+    note = "" if rc == 0 else f"  exit {rc}: {tail}"
+    name = what + (f" (--limit {limit})" if limit else "")
+    print(f"{label:<8} {name:<13} {rows:>9,} {wall:>8.1f} {peak:>12.0f} {polled:>9.0f}  {ok}{note}")
+    sys.stdout.flush()
+    out.unlink(missing_ok=True)
+    return {"format": label, "command": what, "rows": rows, "wall_s": round(wall, 1),
+            "peak_rss_mb": round(peak), "polled_rss_mb": round(polled), "exit": rc, "limit": limit,
+            "columns": columns, "load_average": os.getloadavg()[0]}  # fmt: skip
+
+
+def gap_case(root: Path) -> dict:
+    """``bench_gap.py``'s setup through the command line: 50 checkpoints, 50,000 + 10,000 uint8
+    inputs (.npz, read whole), cifar10 normalization; the input cache keeps both sets'
+    preprocessed batches (about 740 MB) for the 50 passes."""
+    import bench_gap
+
+    gap = root / "gap"
+    shutil.rmtree(gap, ignore_errors=True)
+    gap.mkdir(parents=True)
+    paths = bench_gap.write_checkpoints(gap, 50)
+    train = bench_gap.write_data(gap, 50_000, "train", 0)
+    test = bench_gap.write_data(gap, 10_000, "test", 1)
+    out = gap / "out.parquet"
+    argv = [sys.executable, "-m", "tsens", "estimate-gap", *paths, "--train", train, "--test", test,
+            "-o", str(out), "--force", "-q"]  # fmt: skip
+    try:
+        return measured_row("gap", "estimate-gap", argv, out)
+    finally:
+        shutil.rmtree(gap, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dir", type=Path, default=Path("/tmp/tsens-bench-memory"))
@@ -215,21 +256,24 @@ def main() -> None:
     parser.add_argument(
         "--limit-slow", type=int, default=None, metavar="N", help="Run regions and transitions on --limit N."
     )
+    parser.add_argument(
+        "--gap", action="store_true", help="Also bench_gap.py's case (50 checkpoints, 60,000 cached inputs)."
+    )
     parser.add_argument("--keep", action="store_true", help="Keep the data files for the next run.")
     args = parser.parse_args()
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     commands = [c.strip() for c in args.commands.split(",") if c.strip()]
     root = args.dir
-    paths = write_data(root, args.rows, formats)
+    paths = write_data(root, args.rows, formats) if formats and commands else {}
     ckpt = write_checkpoint(root)
     print(
         f"{args.rows:,} × {WIDTHS[0]} float32 inputs ({args.rows * WIDTHS[0] * 4 / 1e9:.2f} GB per file), "
-        f"checkpoint {'-'.join(map(str, WIDTHS))}, {torch.get_num_threads()} torch threads, "
-        f"bar {BAR_MB} MB"
+        f"checkpoint {'-'.join(map(str, WIDTHS))}, {os.cpu_count()} CPUs, bar {BAR_MB} MB, "
+        f"load average {os.getloadavg()[0]:.1f} at the start"
     )
-    header = f"{'format':<8} {'command':<13} {'rows':>9} {'wall s':>8} {'peak RSS MB':>12} {'(polled)':>9}  <1.5 GB"
-    print(header)
-    print("-" * len(header))
+    header = f"{'format':<8} {'command':<13} {'rows':>9} {'wall s':>8} {'peak RSS MB':>12} {'(polled)':>9}"
+    print(header + "  <1.5 GB")
+    print("-" * (len(header) + 9))
     results = []
     try:
         for fmt in formats:
@@ -240,29 +284,21 @@ def main() -> None:
                     continue  # no labels in a .npy
                 limit = args.limit_slow if cmd in ("regions", "transitions") else None
                 out = root / f"out-{fmt}-{cmd}.parquet"
-                out.unlink(missing_ok=True)
                 argv = command_line(cmd, ckpt, data, labelled, out, limit)
-                rc, wall, peak, polled, tail = run_measured(argv)
-                rows = pq.read_metadata(out).num_rows if rc == 0 and out.exists() else 0
-                ok = "yes" if rc == 0 and peak < BAR_MB else "NO"
-                note = "" if rc == 0 else f"  exit {rc}: {tail}"
-                name = cmd + (f" (--limit {limit})" if limit else "")
-                print(f"{fmt:<8} {name:<13} {rows:>9,} {wall:>8.1f} {peak:>12.0f} {polled:>9.0f}  {ok}{note}")
-                sys.stdout.flush()
-                results.append({"format": fmt, "command": cmd, "rows": rows, "wall_s": round(wall, 1),
-                                "peak_rss_mb": round(peak), "polled_rss_mb": round(polled), "exit": rc,
-                                "limit": limit})  # fmt: skip
-                out.unlink(missing_ok=True)
+                results.append(measured_row(fmt, cmd, argv, out, limit))
+        if args.gap:
+            results.append(gap_case(root))
     finally:
         (root / "results.json").write_text(json.dumps(results, indent=1))
         if not args.keep:
             for p in [*paths.values(), root / "data.json"]:
                 p.unlink(missing_ok=True)
             shutil.rmtree(root / "net", ignore_errors=True)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end (other work on this machine slows the runs)")
     print("\nmeasures computed:")
     for cmd in commands:
         print(f"  {cmd}: {MEASURES[cmd]}")
-    print(f"results: {root / 'results.json'}")
+    print(f"results (with each table's columns): {root / 'results.json'}")
 
 
 if __name__ == "__main__":

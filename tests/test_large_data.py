@@ -288,6 +288,10 @@ def check_reads(x: LazyArray, ref: np.ndarray) -> None:
     np.testing.assert_array_equal(x[3, 0], ref[3, 0])
     np.testing.assert_array_equal(x[[7, 2], ..., 0], ref[[7, 2], ..., 0])
     np.testing.assert_array_equal(x[..., 0], ref[..., 0])
+    np.testing.assert_array_equal(x[[7, 2], [0, 1]], ref[[7, 2], [0, 1]])  # broadcast, as NumPy does
+    np.testing.assert_array_equal(x[np.array([[4, 1], [1, 9]]), 0], ref[np.array([[4, 1], [1, 9]]), 0])
+    np.testing.assert_array_equal(x[2:6, [1, 0]], ref[2:6, [1, 0]])
+    np.testing.assert_array_equal(x[None, 3], ref[None, 3])
     rows = np.array([1, 9, 10, 11, 40, 52])
     sub = x.subset(rows)
     np.testing.assert_array_equal(np.asarray(sub), ref[rows])

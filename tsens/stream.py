@@ -18,6 +18,7 @@ when they differ; without one, the checkpoint's record applies; without either, 
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -173,14 +174,44 @@ def traced_batches(
         yield tracer(x), y
         if progress is not None:
             progress(len(x))
-        if os.environ.get("TSENS_TRIM"):
-            _trim()
+        _trim.now()
 
 
-def _trim() -> None:
-    import ctypes
+class _Trim:
+    """Hands memory freed by the batches so far back to the operating system, at most every
+    ``every`` seconds, where the C library can (glibc's ``malloc_trim``; elsewhere nothing).
 
-    ctypes.CDLL("libc.so.6").malloc_trim(0)
+    With several threads allocating (torch's), glibc keeps freed blocks in per-thread arenas,
+    and the more the threads contend (a busy machine) the more arenas it makes: without this,
+    the resident memory of a long pass creeps up by hundreds of MB, by more than a GB on a
+    loaded machine (``bench/bench_memory.py``). A trim takes a few ms."""
+
+    def __init__(self, every: float = 0.5) -> None:
+        self.every = every
+        self._last = 0.0
+        self._fn: Callable[[int], int] | None | bool = False  # False: not looked up yet
+
+    def _lookup(self) -> Callable[[int], int] | None:
+        if self._fn is False:
+            try:
+                import ctypes
+
+                self._fn = getattr(ctypes.CDLL(None), "malloc_trim", None)
+            except (OSError, AttributeError, TypeError):
+                self._fn = None
+        return self._fn  # type: ignore[return-value]
+
+    def now(self) -> None:
+        clock = time.monotonic()
+        if clock - self._last < self.every:
+            return
+        self._last = clock
+        fn = self._lookup()
+        if fn is not None:
+            fn(0)
+
+
+_trim = _Trim()
 
 
 def measure_sets(

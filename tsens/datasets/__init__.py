@@ -22,6 +22,12 @@ batch files (pickles read by an unpickler that refuses every global except numpy
 reconstruction) and MNIST IDX files (``*-images-idx3-ubyte[.gz]``, labels from the sibling
 ``*-labels-idx1-ubyte[.gz]``).
 
+Data larger than memory (:mod:`.lazy`): the inputs of ``.npy``, IDX (plain or gzipped),
+Parquet, Arrow/Feather, ``.safetensors``, large ``.npz`` members and named CIFAR sets of several
+batch files stay in their files as a :class:`~.lazy.LazyArray` (labels are read whole); batches,
+subsamples, the NaN check and the ``standard`` statistics read them a chunk at a time, so memory
+beyond the per-sample results is about one batch (and one decoded row group or batch file).
+
 A :class:`Dataset` (:mod:`.dataset`) keeps its samples in their stored dtype and shape (images
 channels-first, ``C × H × W``; an ``N × H × W`` array is read as one channel); the shipped digits
 (pixel values 0..16) are scaled by 1/16 into [0, 1] on loading. ``limit`` draws a seeded
@@ -39,10 +45,11 @@ samples made by the caller, e.g. translated images). In this order:
    0.2616); ``mnist`` = 0.1307 / 0.3081; explicit ``mean``/``std`` (one value, or one per channel
    of channels-first images) are applied whatever ``normalize`` says; ``standard`` without them
    z-scores with the scalar mean and std of the whole (limited) data set, computed once through
-   steps 1–3. Those statistics differ between a training and a test set, so the test set is then
-   not transformed like the training set: a checkpoint's ``tsens.preprocess`` metadata should
-   carry the training mean/std explicitly (and wins over the caller's, see
-   :func:`resolve_preprocess`). The statistics used are stored in ``Dataset.preprocess``.
+   steps 1–3, a chunk at a time in one pass (float64, Chan et al.'s pairwise update). Those
+   statistics differ between a training and a test set, so the test set is then not transformed
+   like the training set: a checkpoint's ``tsens.preprocess`` metadata should carry the training
+   mean/std explicitly (and wins over the caller's, see :func:`resolve_preprocess`). The
+   statistics used are stored in ``Dataset.preprocess``.
 
 No normalization is ever guessed: the default is none. Error messages name the library's
 parameters in backticks (``crop``, ``limit``, ...), see :mod:`tsens.errors`.
@@ -52,6 +59,7 @@ from __future__ import annotations
 
 from .dataset import Dataset, load_dataset
 from .formats import FILE_FORMATS, READERS, read_file
+from .lazy import LazyArray
 from .named import NAMED, SHIPPED, available_datasets
 from .preprocess import (
     CIFAR10_MEAN,
@@ -76,6 +84,7 @@ __all__ = [
     "READERS",
     "SHIPPED",
     "Dataset",
+    "LazyArray",
     "Preprocess",
     "available_datasets",
     "load_dataset",

@@ -23,7 +23,7 @@ Sources, one per way a file can be read (the readers in :mod:`.formats` pick the
 * :class:`BlockSource`: rows in blocks that are decoded whole (Parquet row groups, Arrow record
   batches, CIFAR batch files), keeping the last ``keep`` decoded blocks (default one).
 * :class:`SafetensorsSource`: a tensor of a ``.safetensors`` file, read by slices.
-* :class:`ArraySource`: any array already at hand (a NumPy memmap in Fortran order, tests).
+* :class:`ArraySource`: any array already at hand (tests, arrays made by the caller).
 
 Memory beyond the caller's result is one read's rows, plus one decoded block for a
 :class:`BlockSource`.
@@ -110,6 +110,8 @@ class LazyArray:
             rows = np.asarray(rows, dtype=np.int64)
             if rows.ndim != 1 or (len(rows) and (rows.min() < 0 or rows.max() >= source.length)):
                 raise IndexError(f"subset rows must be positions 0..{source.length - 1} of the source")
+            if len(rows) > 1 and not (np.diff(rows) >= 0).all():
+                raise ValueError("subset rows must be sorted")
         self._rows = rows
         shape = tuple(int(s) for s in (source.sample_shape if sample_shape is None else sample_shape))
         if math.prod(shape) != math.prod(source.sample_shape):
@@ -214,12 +216,16 @@ class LazyArray:
             if not key:
                 return self[:]
             first, rest = key[0], key[1:]
-            if first is Ellipsis:
+            if first is Ellipsis or first is None:
                 return self[:][key]
-            rows = self[first]
-            if isinstance(first, (int, np.integer)):
-                return rows[rest]
-            return rows[(slice(None), *rest)]
+            if isinstance(first, (int, np.integer)) and not isinstance(first, (bool, np.bool_)):
+                return self[first][rest]
+            if isinstance(first, slice):
+                return self[first][(slice(None), *rest)]
+            # an index array: read its rows once, then index them as NumPy would the whole array
+            positions = self._positions(first)
+            unique, inverse = np.unique(positions.reshape(-1), return_inverse=True)
+            return self._sorted(unique)[(inverse.reshape(positions.shape), *rest)]
         if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
             n = len(self)
             i = int(key)
@@ -246,7 +252,7 @@ class LazyArray:
 
 
 class ArraySource(Source):
-    """Rows of an array already at hand (or a NumPy memmap that cannot be read by rows)."""
+    """Rows of an array already at hand (tests, arrays made by the caller)."""
 
     def __init__(self, array: np.ndarray) -> None:
         self._array = array
