@@ -63,8 +63,8 @@ from typing import Any
 
 import numpy as np
 import safetensors.numpy
-import safetensors.torch
 import torch
+from safetensors.torch import load as tensors_from_bytes
 
 from ...errors import TsensError
 from ..base import files_sha256
@@ -154,7 +154,7 @@ def _decode(
         and all(isinstance(v, str) for v in (*keys, *metadata, *metadata.values()))
     ):
         try:
-            tensors = safetensors.torch.load(data)
+            tensors = tensors_from_bytes(data)  # safetensors bytes: data only, never code
         except Exception:  # safetensors' own error type: bytes that are not safetensors
             tensors = None
     if tensors is None or set(tensors) != {str(i) for i in range(len(keys))}:
