@@ -15,6 +15,14 @@ from collections.abc import Mapping
 _PARAM = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`")
 
 
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (a library's may run over several), at most
+    ``limit`` characters; the exception's type name when the message is empty."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 class TsensError(Exception):
     """Bad input or usage. The message names the file, key or parameter and what was expected."""
 

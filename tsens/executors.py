@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
-from .errors import TsensError
+from .errors import TsensError, first_line
 from .extras import require
 
 T = TypeVar("T")
@@ -118,7 +118,7 @@ class RayExecutor(Executor):
                     )
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = repr(self.address) if self.address else "(a local cluster)"
-                raise TsensError(f"`ray_address` {where}: cannot connect to Ray ({_first_line(e)})") from None
+                raise TsensError(f"`ray_address` {where}: cannot connect to Ray ({first_line(e)})") from None
 
     def _run(
         self,
@@ -159,11 +159,6 @@ class RayExecutor(Executor):
             if isinstance(cause, TsensError):
                 raise type(cause)(str(cause)) from None
             raise
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:160] if text else type(e).__name__
 
 
 def make_executor(

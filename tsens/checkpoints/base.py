@@ -39,12 +39,6 @@ class Format:
     extra: str | None = None
 
 
-def brief(e: BaseException) -> str:
-    """The first line of an exception message, shortened."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
 def check_file(path: Path) -> None:
     """A checkpoint file must exist, be a file and hold at least one byte."""
     if not path.exists():

@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import TsensError
+from ..errors import TsensError, first_line
 from ..extras import require
-from .base import Weights, brief, check_file
+from .base import Weights, check_file
 
 _MAX_BYTES = 2 << 30  # protobuf's limit: a larger .onnx file keeps its weights as external data
 _KNOWN = (
@@ -70,7 +70,7 @@ def _load(path: Path) -> Any:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # protobuf's DecodeError, RecursionError, ... on anything not a model
-        raise TsensError(f"{path}: not a readable ONNX model ({brief(e)})") from None
+        raise TsensError(f"{path}: not a readable ONNX model ({first_line(e)})") from None
     if not model.ir_version or not model.HasField("graph") or not model.graph.node:
         raise TsensError(f"{path}: not a readable ONNX model (no IR version or no graph nodes)")
     return model
@@ -165,7 +165,7 @@ def _array(path: Path, t: Any, *, ints: bool = False) -> np.ndarray:
         return np.array(onnx.numpy_helper.to_array(t), copy=True)
     except Exception as e:  # a tensor whose fields contradict each other
         raise TsensError(
-            f"{path}: tensor {name!r} cannot be read ({brief(e)}); the file is corrupt"
+            f"{path}: tensor {name!r} cannot be read ({first_line(e)}); the file is corrupt"
         ) from None
 
 
@@ -183,7 +183,8 @@ def _constant_tensor(path: Path, node: Any) -> Any:
                 dims = [] if key in ("value_float", "value_int") else [len(value)]
                 return helper.make_tensor(node.output[0], dtype, dims, list(value) if dims else [value])
             except Exception as e:  # an attribute of another type than its name says
-                raise TsensError(f"{path}: {_what(node)} holds an unreadable {key} ({brief(e)})") from None
+                why = first_line(e)
+                raise TsensError(f"{path}: {_what(node)} holds an unreadable {key} ({why})") from None
     raise TsensError(f"{path}: {_what(node)} holds no numeric tensor; tsens reads Constant values only")
 
 

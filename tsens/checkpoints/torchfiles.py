@@ -33,8 +33,8 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from ..errors import TsensError
-from .base import Weights, brief, check_file
+from ..errors import TsensError, first_line
+from .base import Weights, check_file
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "module")
 _ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default (zip) format starts with a local file header
@@ -45,7 +45,7 @@ _DEFLATE_RATIO = 1032  # the most one byte of a deflate stream can inflate to
 
 
 def _corrupt_safetensors(path: Path, e: BaseException) -> TsensError:
-    return TsensError(f"{path}: the file is truncated or not a valid safetensors file ({brief(e)})")
+    return TsensError(f"{path}: the file is truncated or not a valid safetensors file ({first_line(e)})")
 
 
 def read_safetensors(path: Path) -> Weights:

@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import TsensError
+from ..errors import TsensError, first_line
 from . import lazy
 from .lazy import BlockSource, LazyArray, MappedSource, SafetensorsSource, StreamSource
 
@@ -123,7 +123,7 @@ def read_npz(path: Path) -> Arrays:
     except TsensError:
         raise
     except Exception as exc:  # zipfile, zlib and numpy's header parser raise many types
-        raise TsensError(f"{path}: cannot read .npz ({_first_line(exc)})") from None
+        raise TsensError(f"{path}: cannot read .npz ({first_line(exc)})") from None
 
 
 def _npz_member_fits(path: Path, archive: zipfile.ZipFile, key: str) -> None:
@@ -217,7 +217,7 @@ def read_npy(path: Path) -> Arrays:
         mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as exc:  # numpy's header parser raises ValueError, SyntaxError, OverflowError, ...
         raise TsensError(
-            f"{path}: cannot read .npy (tsens loads it with allow_pickle=False): {_first_line(exc)}"
+            f"{path}: cannot read .npy (tsens loads it with allow_pickle=False): {first_line(exc)}"
         ) from None
     plain = mapped.dtype.kind in "biuf" and mapped.dtype.itemsize > 0
     if mapped.ndim == 0 or not mapped.flags.c_contiguous or not isinstance(mapped, np.memmap) or not plain:
@@ -265,14 +265,7 @@ def _arrow_table(path: Path, open_table: Callable[[Path], object]) -> Arrays:
 
 
 def _cannot_read(path: Path, exc: BaseException) -> TsensError:
-    return TsensError(f"{path}: cannot read {path.suffix.lower()} table ({_first_line(exc)})")
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (pyarrow's run over several), shortened."""
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else type(exc).__name__
-    return line if len(line) <= 200 else line[:197] + "..."
+    return TsensError(f"{path}: cannot read {path.suffix.lower()} table ({first_line(exc)})")
 
 
 def read_parquet(path: Path) -> Arrays:

@@ -22,8 +22,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ...errors import TsensError
-from ..base import Weights, brief, check_file
+from ...errors import TsensError, first_line
+from ..base import Weights, check_file
 from .config import MAX_JSON, WEIGHTED, group_keys, keras_specs, parse_json
 from .hdf5 import MAX_BYTES, Read, isolated_read, keras3_stored, layer_arrays, variable_limit
 
@@ -73,7 +73,7 @@ def read(path: Path, *, read: bool) -> Weights:
     except TsensError:
         raise
     except (zipfile.BadZipFile, OSError, EOFError, zlib.error, RuntimeError, NotImplementedError) as e:
-        raise TsensError(f"{path}: not a readable .keras archive ({brief(e)})") from None
+        raise TsensError(f"{path}: not a readable .keras archive ({first_line(e)})") from None
     if raw_config is None or raw_weights is None:
         missing = "config.json" if raw_config is None else "model.weights.h5"
         raise TsensError(

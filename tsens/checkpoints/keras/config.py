@@ -41,9 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...errors import TsensError
+from ...errors import TsensError, first_line
 from ...piecewise import parse_activation
-from ..base import brief
 
 KERAS_BN_EPS = 1e-3
 MAX_JSON = 64 << 20  # the largest JSON document (config, metadata) read
@@ -95,7 +94,7 @@ def parse_json(path: Path, text: str | bytes, what: str) -> Any:
     except RecursionError:
         raise TsensError(f"{path}: {what} is not readable JSON (nested too deeply)") from None
     except ValueError as e:  # syntax, UTF-8, integers beyond Python's digit limit
-        raise TsensError(f"{path}: {what} is not readable JSON ({brief(e)})") from None
+        raise TsensError(f"{path}: {what} is not readable JSON ({first_line(e)})") from None
     if _depth_exceeds(value, MAX_DEPTH):
         raise TsensError(f"{path}: {what} nests more than {MAX_DEPTH} levels deep; expected a Keras config")
     return value

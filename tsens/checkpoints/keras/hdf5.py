@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...errors import TsensError
+from ...errors import TsensError, first_line
 from ...extras import require
-from ..base import Weights, brief, check_file
+from ..base import Weights, check_file
 from . import isolated
 from .config import (
     BN_VARS,
@@ -118,9 +118,9 @@ def h5_file(path: Path, source: Path | io.BytesIO, what: str = "") -> Iterator[A
     except TsensError:
         raise
     except (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError, AttributeError) as e:
-        raise TsensError(f"{path}: {NOT_READABLE} ({what}{brief(e)})") from None
+        raise TsensError(f"{path}: {NOT_READABLE} ({what}{first_line(e)})") from None
     except OverflowError as e:  # h5py's driver for in-memory files, asked to read at an offset past 2**63
-        raise TsensError(f"{path}: {NOT_READABLE} ({what}{brief(e)})") from None
+        raise TsensError(f"{path}: {NOT_READABLE} ({what}{first_line(e)})") from None
 
 
 def isolated_read(

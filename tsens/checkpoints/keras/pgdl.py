@@ -21,8 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ...errors import TsensError
-from ..base import Weights, brief, check_file
+from ...errors import TsensError, first_line
+from ..base import Weights, check_file
 from .config import MAX_JSON, WEIGHTED, parse_json, pgdl_specs, plan
 from .hdf5 import Read, contents, isolated_read, layer_arrays, variable_limit
 
@@ -38,7 +38,7 @@ def _json_file(path: Path) -> Any:
             raise TsensError(f"{path}: is larger than {MAX_JSON >> 20} MiB; expected a small JSON file")
         return parse_json(path, path.read_bytes(), "the file")
     except OSError as e:
-        raise TsensError(f"{path}: not readable ({brief(e)})") from None
+        raise TsensError(f"{path}: not readable ({first_line(e)})") from None
 
 
 def _metadata(directory: Path, config: dict[str, Any]) -> dict[str, str]:
