@@ -20,8 +20,10 @@ import torch
 from nets import random_network
 
 import tsens.datasets.formats as formats
+import tsens.datasets.formats.numpyfiles as numpyfiles
 import tsens.datasets.preprocess as preprocess
 from tsens.datasets import Dataset, Preprocess, load_dataset, read_file
+from tsens.datasets.formats.columns import table_arrays
 from tsens.datasets.lazy import ArraySource, LazyArray, MappedSource, Source
 from tsens.datasets.named import load_named
 from tsens.datasets.preprocess import chunked_moments
@@ -246,12 +248,12 @@ def eager_tables(spec: str) -> np.ndarray:
             table = pa.ipc.open_file(path).read_all()
         except pa.ArrowInvalid:
             table = pa.ipc.open_stream(path).read_all()
-    return formats._table_arrays(table, path)[0]
+    return table_arrays(table, path)[0]
 
 
 @pytest.fixture
 def small_npz_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(formats, "NPZ_LAZY_BYTES", 0)  # every .npz member stays in the archive
+    monkeypatch.setattr(numpyfiles, "NPZ_LAZY_BYTES", 0)  # every .npz member stays in the archive
 
 
 # --------------------------------------------------------------------------- what a read returns
