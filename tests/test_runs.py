@@ -252,3 +252,79 @@ def test_step_is_finite_number_or_none(tmp_path):
     refs = plan_runs([save(tmp_path / "x.safetensors", {"step": "inf", "epoch": "2.5"})])
     assert refs[0].step == 2.5  # a non-finite `step` is no number: `epoch` is used
     assert refs[0].metadata == {"step": "inf", "epoch": 2.5}
+
+
+# --- a plain directory stands for the checkpoints in it ---------------------------------------
+
+
+def test_directory_stands_for_its_checkpoints_in_step_order(tmp_path):
+    run = tmp_path / "zoo" / "digits"
+    for e in (10, 2, 30, 1):
+        save(run / f"epoch={e}.safetensors")
+    save(run / "last.pt", {"epoch": 40})
+    save(run / ".hidden.safetensors")  # hidden: skipped
+    (run / "README.md").write_text("notes")  # no format claims it: ignored
+    (run / "metrics.json").write_text("{}")
+    save(run / "nested" / "epoch=99.safetensors")  # not a model directory: not looked into
+    refs = plan_runs([run])
+    assert names(refs) == [f"epoch={e}.safetensors" for e in (1, 2, 10, 30)] + ["last.pt"]
+    assert [r.step for r in refs] == [1, 2, 10, 30, 40]
+    assert {r.run for r in refs} == {str(run)}
+    assert refs[0].path == str(run / "epoch=1.safetensors")
+    given_with_slash = plan_runs([f"{run}/"])
+    assert [(r.path, r.run) for r in given_with_slash] == [(r.path, r.run) for r in refs]
+
+
+def test_directory_and_files_mixed(tmp_path):
+    a = tmp_path / "a"
+    for e in (2, 1):
+        save(a / f"epoch={e}.safetensors")
+    save(a / "epoch=3.safetensors", {"run": "tagged"})
+    b = [save(tmp_path / "b" / f"epoch={e}.safetensors") for e in (5, 4)]
+    refs = plan_runs([b[0], a, a / "epoch=1.safetensors", b[1]])  # a file of `a` again: kept once
+    assert [(Path(r.run).name, names([r])[0]) for r in refs] == [
+        ("b", "epoch=4.safetensors"),
+        ("b", "epoch=5.safetensors"),
+        ("a", "epoch=1.safetensors"),
+        ("a", "epoch=2.safetensors"),
+        ("tagged", "epoch=3.safetensors"),  # metadata `run` still wins
+    ]
+    by_pattern = plan_runs([a], run_pattern=r"(epoch)=")
+    assert {r.run for r in by_pattern} == {"epoch", "tagged"}
+
+
+def test_directory_of_hugging_face_checkpoints(tmp_path):
+    run = tmp_path / "run"
+    for step in (1000, 500, 1500):
+        directory = run / f"checkpoint-{step}"
+        save(directory / "model.safetensors", seed=step)
+        (directory / "config.json").write_text('{"hidden_act": "relu"}')
+    (run / "checkpoint-2000").mkdir()  # an unfinished save: no weights, no model directory
+    (run / "trainer_state.json").write_text("{}")
+    refs = plan_runs([run])
+    assert names(refs) == ["checkpoint-500", "checkpoint-1000", "checkpoint-1500"]
+    assert [r.step for r in refs] == [500, 1000, 1500]
+    assert {r.run for r in refs} == {str(run)}
+    assert refs[0].metadata["hidden_act"] == "relu"
+    assert refs[0].load().widths == (3, 4, 2)
+    (model,) = plan_runs([run / "checkpoint-500"])  # a model directory is one checkpoint
+    assert model.path == str(run / "checkpoint-500")
+
+
+def test_directory_without_checkpoints(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("x")
+    save(empty / ".hidden.safetensors")
+    with pytest.raises(TsensError) as info:
+        plan_runs([empty])
+    message = str(info.value)
+    assert message.startswith(f"{empty}: holds no checkpoint (expected .safetensors, .pt, ")
+    assert "\n" not in message and "model directories" in message
+    assert message.endswith(f"give the files, e.g. {empty}/*/*.safetensors")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    with pytest.raises(TsensError, match=r"flat: holds no checkpoint .*e\.g\. \S+flat/\*\.safetensors$"):
+        plan_runs([save(tmp_path / "x.safetensors"), flat])
+    with pytest.raises(TsensError, match="is a directory but holds no checkpoint tsens reads"):
+        tsens.checkpoints.load_network(flat)  # only planning expands a directory

@@ -5,6 +5,12 @@ never the weights) and returns :class:`CheckpointRef` s in run order; a command 
 checkpoints loads each with :meth:`CheckpointRef.load` in turn, so memory holds one network at a
 time. The rules:
 
+* **Directories**: a given directory that no format claims (not a Hugging Face or PGDL model
+  directory) stands for the checkpoints directly inside it
+  (:func:`tsens.checkpoints.checkpoints_in`: claimed files and model subdirectories, hidden
+  entries skipped, other files ignored); they are planned as if given one by one, so they
+  form one run (the directory) unless metadata or ``run_pattern`` say otherwise. A directory
+  holding none is refused.
 * **Run**: the metadata entry ``run``; else, with ``run_pattern``, the first group of
   ``re.search(run_pattern, file name)`` (a file the pattern does not match falls through);
   else the parent directory as given (``sample_checkpoints/digits-64-32-10``; ``.`` for a bare
@@ -123,16 +129,29 @@ def name_numbers(name: str) -> tuple[int, ...]:
     return tuple(int(n) for n in _DIGITS.findall(name))
 
 
+def _expanded(paths: Sequence[str | Path]) -> list[str | Path]:
+    """``paths`` with every directory that no format claims replaced by the checkpoints in it."""
+    expanded: list[str | Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir() and checkpoints.claiming_format(path) is None:
+            expanded.extend(checkpoints.checkpoints_in(path))
+        else:
+            expanded.append(given)
+    return expanded
+
+
 def plan_runs(paths: Sequence[str | Path], *, run_pattern: str | None = None) -> list[CheckpointRef]:
     """The checkpoints in ``paths`` with their runs and steps, in run order (module docstring).
 
     Reads each file's metadata once and never its weights; a missing or corrupt file raises
-    the :class:`~tsens.errors.TsensError` that loading it would.
+    the :class:`~tsens.errors.TsensError` that loading it would. A plain directory stands for
+    the checkpoints in it (module docstring).
     """
     pattern = _compile_run_pattern(run_pattern) if run_pattern is not None else None
     seen: set[Path] = set()
     runs: dict[str, list[tuple[int, CheckpointRef]]] = {}
-    for given in paths:
+    for given in _expanded(paths):
         path = Path(given)
         resolved = path.resolve()
         if resolved in seen:

@@ -14,8 +14,9 @@ and those registered by the optional readers below.
 
 Every refusal is a one-line :class:`~tsens.errors.TsensError` that starts with the path; a file
 that cannot be parsed is reported as truncated or corrupt, without the parser's internals.
-:func:`read_metadata` gives a checkpoint's metadata without reading its weights where the
-format allows.
+:func:`read_metadata` gives a checkpoint's metadata, and :func:`read_widths` its layer widths,
+without reading its weights where the format allows; :func:`checkpoints_in` lists the
+checkpoints in a plain directory.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import TsensError
+from ..errors import TsensError, first_line
 from ..network import Network
 from . import flax as flaxfiles
 from . import huggingface, torchfiles
@@ -42,9 +43,22 @@ FORMATS: tuple[Format, ...] = (
         has_suffix(".safetensors"),
         torchfiles.read_safetensors,
         torchfiles.safetensors_metadata,
+        shapes=torchfiles.safetensors_shapes,
     ),
-    Format("torch.save", has_suffix(*TORCH_SUFFIXES), torchfiles.read_torch, torchfiles.torch_metadata),
-    Format("Hugging Face directory", huggingface.claims, huggingface.read, huggingface.metadata),
+    Format(
+        "torch.save",
+        has_suffix(*TORCH_SUFFIXES),
+        torchfiles.read_torch,
+        torchfiles.torch_metadata,
+        shapes=torchfiles.torch_shapes,
+    ),
+    Format(
+        "Hugging Face directory",
+        huggingface.claims,
+        huggingface.read,
+        huggingface.metadata,
+        shapes=huggingface.shapes,
+    ),
     Format("Flax msgpack", flaxfiles.claims, flaxfiles.read, flaxfiles.metadata, extra="flax"),
     Format("ONNX", has_suffix(".onnx"), onnxfiles.read, onnxfiles.metadata, extra="onnx"),
     Format(
@@ -69,12 +83,18 @@ SUFFIXES = (".safetensors", *TORCH_SUFFIXES, ".msgpack", ".onnx", *kerasfiles.SU
 FORMAT_NAMES = ", ".join(SUFFIXES) + " or a Hugging Face or PGDL model directory"
 
 
+def claiming_format(path: str | Path) -> Format | None:
+    """The format that claims ``path`` (by its suffix, or the files in a directory), or None."""
+    path = Path(path)
+    return next((f for f in FORMATS if f.claims(path)), None)
+
+
 def find_format(path: str | Path) -> Format:
     """The format that reads ``path``, or a one-line refusal."""
     path = Path(path)
     if not path.exists():
         raise TsensError(f"{path}: no such file")
-    found = next((f for f in FORMATS if f.claims(path)), None)
+    found = claiming_format(path)
     if found is not None:
         return found
     if path.is_dir():
@@ -86,17 +106,42 @@ def find_format(path: str | Path) -> Format:
     raise TsensError(f"{path}: unknown checkpoint suffix {suffix!r}; expected one of {FORMAT_NAMES}")
 
 
+def checkpoints_in(directory: str | Path) -> list[Path]:
+    """The checkpoints directly inside a directory that is no checkpoint itself: its files and
+    model subdirectories that a format claims, sorted by name (hidden entries skipped, other
+    files ignored, no deeper look). A directory with none is refused in one line."""
+    directory = Path(directory)
+    try:
+        entries = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+    except OSError as e:
+        raise TsensError(f"{directory}: cannot list the directory ({first_line(e)})") from None
+    found = [p for p in entries if claiming_format(p) is not None]
+    if not found:
+        pattern = "*/*.safetensors" if any(p.is_dir() for p in entries) else "*.safetensors"
+        raise TsensError(
+            f"{directory}: holds no checkpoint (expected {', '.join(SUFFIXES)} files or Hugging Face "
+            f"or PGDL model directories); give the files, e.g. {directory / pattern}"
+        )
+    return found
+
+
 def file_sha256(path: str | Path) -> str:
     """Hex SHA-256 of a file's bytes."""
     return files_sha256([Path(path)])
 
 
+def _checked(path: Path, *, shape_only: bool) -> Weights:
+    """:func:`read_weights`; with ``shape_only``, through the format's ``shapes`` where it has one."""
+    found = find_format(path)
+    read = found.shapes if shape_only and found.shapes is not None else found.read
+    weights = read(path)
+    return Weights(checked_weights(path, weights.tensors), weights.metadata, weights.files or (path,))
+
+
 def read_weights(path: str | Path) -> Weights:
     """A checkpoint's :class:`Weights`: its floating-point tensors under torch names (prefixes
     stripped, all finite, ``num_batches_tracked`` dropped), metadata, and the files read."""
-    path = Path(path)
-    weights = find_format(path).read(path)
-    return Weights(checked_weights(path, weights.tensors), weights.metadata, weights.files or (path,))
+    return _checked(Path(path), shape_only=False)
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -112,6 +157,22 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     are refused as by :func:`load_network`."""
     path = Path(path)
     return find_format(path).metadata(path)
+
+
+def read_widths(path: str | Path, *, layers: Sequence[str] | None = None) -> tuple[int, ...]:
+    """The layer widths of the checkpoint in ``path`` (input size, hidden widths, outputs): the
+    ``widths`` of :func:`load_network` with the same ``layers``, through the same layout rules,
+    without reading the weight data where the format allows: a ``.safetensors`` header (Hugging
+    Face directories of them too), a memory-mapped load of a zip ``torch.save`` file. Other
+    formats (legacy torch pickles, Flax, Keras, ONNX, PGDL) are read in full. Values that are
+    not read are not checked (a NaN weight is then found by loading); everything else is
+    refused as by :func:`load_network`, with the same one-line error."""
+    path = Path(path)
+    weights = _checked(path, shape_only=True)
+    network = build_network(
+        path, weights.tensors, weights.metadata, activation=None, layers=layers, sha256=""
+    )
+    return network.widths
 
 
 def load_network(
@@ -141,10 +202,13 @@ __all__ = [
     "FORMATS",
     "Format",
     "Weights",
+    "checkpoints_in",
+    "claiming_format",
     "file_sha256",
     "find_format",
     "load_network",
     "read_checkpoint",
     "read_metadata",
     "read_weights",
+    "read_widths",
 ]

@@ -29,14 +29,17 @@ class Weights:
 class Format:
     """A checkpoint format: ``claims(path)`` says whether the path is one (by suffix or, for a
     directory, by the files in it), ``read`` gives its :class:`Weights`, and ``metadata`` its
-    metadata alone, cheaply where the format allows. ``extra`` names the optional extra whose
-    package it needs (None: the core install reads it)."""
+    metadata alone, cheaply where the format allows. ``shapes``, where the format can give them
+    without reading the weight data, gives :class:`Weights` whose tensors are shape-only (on
+    the ``meta`` device, with the stored dtype); None: only ``read`` gives shapes. ``extra``
+    names the optional extra whose package it needs (None: the core install reads it)."""
 
     name: str
     claims: Callable[[Path], bool]
     read: Callable[[Path], Weights]
     metadata: Callable[[Path], dict[str, str]]
     extra: str | None = None
+    shapes: Callable[[Path], Weights] | None = None
 
 
 def check_file(path: Path) -> None:

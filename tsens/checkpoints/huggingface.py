@@ -5,7 +5,8 @@ Weights come from ``model.safetensors``; or shards listed by ``model.safetensors
 ``pytorch_model.bin`` and its index likewise, read weights-only. A ``config.json`` beside them
 may name the activation (``hidden_act``, ``activation_function``, ``activation`` or
 ``hidden_activation``), which becomes ``tsens.activation``; its other scalar entries become
-metadata. Shard names must be plain file names inside the directory.
+metadata. Shard names must be plain file names inside the directory. :func:`shapes` gives the
+tensors' shapes from the files' headers (memory-mapped zip ``.bin`` files), without their data.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ import torch
 
 from ..errors import TsensError
 from .base import Weights
-from .torchfiles import read_safetensors, read_torch, safetensors_metadata, torch_metadata
+from .torchfiles import (
+    read_safetensors,
+    read_torch,
+    safetensors_metadata,
+    safetensors_shapes,
+    torch_metadata,
+    torch_shapes,
+)
 
 SINGLE = ("model.safetensors", "pytorch_model.bin")
 INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -81,21 +89,23 @@ def _shards(directory: Path, index: Path) -> list[tuple[Path, list[str]]]:
     return [(directory / shard, names) for shard, names in shards.items()]
 
 
-def _read_file(path: Path) -> Weights:
-    return read_safetensors(path) if path.suffix == ".safetensors" else read_torch(path)
+def _gather(directory: Path, shape_only: bool) -> Weights:
+    """The weights of the directory (shape-only tensors with ``shape_only``: see :func:`shapes`)."""
+    read_safe, read_pt = (safetensors_shapes, torch_shapes) if shape_only else (read_safetensors, read_torch)
 
+    def read_file(path: Path) -> Weights:
+        return read_safe(path) if path.suffix == ".safetensors" else read_pt(path)
 
-def read(directory: Path) -> Weights:
     metadata, files = _config_metadata(directory)
     index = next((directory / n for n in INDEXES if (directory / n).is_file()), None)
     if index is None:
         single = next(directory / n for n in SINGLE if (directory / n).is_file())
-        weights = _read_file(single)
+        weights = read_file(single)
         return Weights(weights.tensors, {**weights.metadata, **metadata}, (single, *files))
     tensors: dict[str, torch.Tensor] = {}
     shard_files: list[Path] = []
     for shard, names in _shards(directory, index):
-        weights = _read_file(shard)
+        weights = read_file(shard)
         missing = [n for n in names if n not in weights.tensors]
         if missing:
             raise TsensError(f"{shard}: has no tensor {missing[0]!r}, which {index.name} places there")
@@ -103,6 +113,16 @@ def read(directory: Path) -> Weights:
         metadata = {**weights.metadata, **metadata}
         shard_files.append(shard)
     return Weights(tensors, metadata, (index, *shard_files, *files))
+
+
+def read(directory: Path) -> Weights:
+    """The weights of a model directory, merged across shards, with ``config.json``'s metadata."""
+    return _gather(directory, shape_only=False)
+
+
+def shapes(directory: Path) -> Weights:
+    """:func:`read` with shape-only tensors: safetensors headers, memory-mapped zip ``.bin`` files."""
+    return _gather(directory, shape_only=True)
 
 
 def metadata(directory: Path) -> dict[str, str]:

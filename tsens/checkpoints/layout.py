@@ -48,14 +48,15 @@ def strip_prefixes(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def checked_weights(path: Path, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The tensors with prefixes stripped and ``num_batches_tracked`` dropped; every one must be
-    floating-point and finite, and there must be at least one."""
+    floating-point and finite (shape-only ``meta`` tensors have no values to check), and there
+    must be at least one."""
     kept: dict[str, torch.Tensor] = {}
     for key, t in strip_prefixes(tensors).items():
         if key.rsplit(".", 1)[-1] == "num_batches_tracked":
             continue
         if not t.is_floating_point():
             raise TsensError(f"{path}: key {key!r} holds a {t.dtype} tensor; expected floating-point weights")
-        if not bool(torch.isfinite(t.reshape(-1)).all()):  # flat: isfinite stops at 64 dims
+        if not t.is_meta and not bool(torch.isfinite(t.reshape(-1)).all()):  # flat: isfinite stops at 64 dims
             raise TsensError(f"{path}: key {key!r} contains NaN or Inf values; expected finite weights")
         kept[key] = t
     if not kept:
@@ -73,8 +74,12 @@ def build_network(
     sha256: str,
 ) -> Network:
     """The float64 CPU network of checked torch-named ``tensors``; see
-    :func:`tsens.checkpoints.load_network` for how ``activation`` and ``layers`` apply."""
-    tensors = {k: v.detach().to(device="cpu", dtype=torch.float64) for k, v in tensors.items()}
+    :func:`tsens.checkpoints.load_network` for how ``activation`` and ``layers`` apply. Shape-only
+    ``meta`` tensors stay on the meta device: a network with shapes (``widths``) and no values."""
+    tensors = {
+        k: v.detach().to(device="meta" if v.is_meta else "cpu", dtype=torch.float64)
+        for k, v in tensors.items()
+    }
     modules = _group_modules(path, tensors)
     source = "`layers`"
     if layers is None and metadata.get("tsens.layers"):

@@ -1,5 +1,7 @@
 """PyTorch's own files: ``.safetensors``, and ``torch.save`` files (``.pt``, ``.pth``, ``.bin``,
-``.ckpt``, zip or legacy) read only through ``torch.load(..., weights_only=True)``.
+``.ckpt``, zip or legacy) read only through ``torch.load(..., weights_only=True)``. Shapes
+alone (``*_shapes``) come from a safetensors header, or a memory-mapped load of a zip file,
+without reading tensor data.
 
 A state dict may be wrapped (``state_dict``, ``model_state_dict``, ``model``, ``module``;
 Lightning checkpoints keep scalar entries and ``hyper_parameters`` beside it, which become
@@ -26,7 +28,7 @@ import re
 import warnings
 import zipfile
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,49 @@ def read_safetensors(path: Path) -> Weights:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118  (safe_open is no dict)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise _corrupt_safetensors(path, e) from None
+    return Weights(tensors, metadata, (path,))
+
+
+# safetensors' dtype names and torch's: a header names its tensors' dtypes in these
+_SAFETENSORS_DTYPES = {
+    "BOOL": "bool",
+    "U8": "uint8",
+    "I8": "int8",
+    "U16": "uint16",
+    "I16": "int16",
+    "U32": "uint32",
+    "I32": "int32",
+    "U64": "uint64",
+    "I64": "int64",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F32": "float32",
+    "F64": "float64",
+    "F8_E4M3": "float8_e4m3fn",
+    "F8_E5M2": "float8_e5m2",
+}
+
+
+def _shape_only(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+    """A tensor of that shape and dtype on the ``meta`` device: it has no data to read."""
+    return torch.empty(tuple(shape), dtype=dtype, device="meta")
+
+
+def safetensors_shapes(path: Path) -> Weights:
+    """The tensors of a ``.safetensors`` file as shape-only (meta) tensors, and its metadata,
+    from the header alone; a tensor of a dtype torch names otherwise is read as it is."""
+    check_file(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            metadata = dict(f.metadata() or {})
+            tensors: dict[str, torch.Tensor] = {}
+            for key in f.keys():  # noqa: SIM118  (safe_open is no dict)
+                part = f.get_slice(key)
+                dtype = getattr(torch, _SAFETENSORS_DTYPES.get(part.get_dtype(), ""), None)
+                known = isinstance(dtype, torch.dtype)
+                tensors[key] = _shape_only(part.get_shape(), dtype) if known else f.get_tensor(key)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise _corrupt_safetensors(path, e) from None
     return Weights(tensors, metadata, (path,))
@@ -278,14 +323,19 @@ def _corrupt_torch(path: Path) -> TsensError:
     return TsensError(f"{path}: not a readable PyTorch checkpoint (truncated or corrupt)")
 
 
+def _is_zip(path: Path) -> bool:
+    """Whether a ``torch.save`` file is in the zip format (else legacy or no torch file)."""
+    with path.open("rb") as f:
+        return f.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
+
+
 def _torch_load(path: Path, *, mmap: bool = False) -> Mapping[Any, Any]:
     """``torch.load(weights_only=True)`` of ``path`` as a mapping, every failure a one-line
     TsensError: functions and code-running classes are refused naming them, other classes are
     loaded as inert placeholders, anything torch cannot parse (random bytes, a truncated or
     foreign zip, text) is called corrupt."""
     check_file(path)
-    with path.open("rb") as f:
-        is_zip = f.read(len(_ZIP_MAGIC)) == _ZIP_MAGIC
+    is_zip = _is_zip(path)
     if is_zip and not _zip_intact(path):  # before torch's own scan reads a record
         raise _corrupt_torch(path)
     names, intact = (None, True) if is_zip else _scan_pickles(path)
@@ -343,10 +393,10 @@ def _unwrap_metadata(obj: Mapping[Any, Any]) -> tuple[Mapping[Any, Any], dict[st
     return obj, metadata
 
 
-def read_torch(path: Path) -> Weights:
-    """The state dict inside a ``torch.save`` file (following wrapper keys) and the scalar
-    entries and hyper-parameters beside it, as metadata."""
-    obj, metadata = _unwrap_metadata(_torch_load(path))
+def _state_dict(path: Path, loaded: Mapping[Any, Any]) -> Weights:
+    """The state dict inside a loaded ``torch.save`` file (following wrapper keys) and the
+    scalar entries and hyper-parameters beside it, as metadata."""
+    obj, metadata = _unwrap_metadata(loaded)
     whole = next((k for k in WRAPPER_KEYS if isinstance(obj.get(k), Placeholder)), None)
     if whole is not None:
         raise TsensError(
@@ -361,6 +411,22 @@ def read_torch(path: Path) -> Weights:
             f"possibly under {', '.join(WRAPPER_KEYS)}"
         )
     return Weights(tensors, metadata, (path,))
+
+
+def read_torch(path: Path) -> Weights:
+    """The state dict inside a ``torch.save`` file (following wrapper keys) and the scalar
+    entries and hyper-parameters beside it, as metadata."""
+    return _state_dict(path, _torch_load(path))
+
+
+def torch_shapes(path: Path) -> Weights:
+    """:func:`read_torch` with shape-only (meta) tensors from a memory-mapped load of a zip file,
+    whose tensor data is never read; a legacy file is read in full (its tensors as they are)."""
+    weights = _state_dict(path, _torch_load(path, mmap=True))
+    if not _is_zip(path):
+        return weights
+    tensors = {k: _shape_only(t.shape, t.dtype) for k, t in weights.tensors.items()}
+    return Weights(tensors, weights.metadata, weights.files)
 
 
 def torch_metadata(path: Path) -> dict[str, str]:
