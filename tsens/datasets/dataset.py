@@ -18,7 +18,7 @@ import torch
 from ..errors import Note, TsensError
 from .formats import FILE_FORMATS, Samples, read_file
 from .lazy import LazyArray
-from .named import NAMED, canonical_name, load_named
+from .named import NAMED, canonical_name, flat_image_shape, load_named
 from .preprocess import Preprocess, chunk_rows
 
 
@@ -68,6 +68,15 @@ class Dataset:
     def dim(self) -> int:
         """Flattened input dimension after preprocessing."""
         return math.prod(self._chosen.cropped_shape(self.sample_shape, self._what))
+
+    @property
+    def image_shape(self) -> tuple[int, int, int] | None:
+        """(C, H, W) of the samples when they are images: stored as C × H × W, or a named set of
+        images stored flat (:data:`~tsens.datasets.named.FLAT_IMAGES`, e.g. ``digits``); None
+        when the samples are not images (as stored, before any preprocessing)."""
+        if len(self.sample_shape) == 3:
+            return self.sample_shape  # type: ignore[return-value]
+        return flat_image_shape(self.spec, self.sample_shape)
 
     @property
     def num_classes(self) -> int | None:

@@ -6,6 +6,7 @@ Nothing is ever downloaded.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,10 @@ from .formats import Samples, open_cifar_files, open_idx, read_cifar, read_idx
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 SHIPPED = ("digits", "digits-test", "mnist1d", "mnist1d-test")
+FLAT_IMAGES: dict[str, tuple[int, int, int]] = {"digits": (1, 8, 8), "digits-test": (1, 8, 8)}
+"""The named sets whose samples are images stored flat (C·H·W features per sample), with their
+(C, H, W). The other named image sets (CIFAR, MNIST, Fashion-MNIST) are stored as images;
+``mnist1d`` holds one-dimensional signals, not images."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,15 @@ def canonical_name(spec: str) -> str | None:
     key = spec.strip().lower().replace("_", "-")
     key = _ALIASES.get(key, key)
     return key if key in NAMED else None
+
+
+def flat_image_shape(spec: str, sample_shape: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """(C, H, W) of the images of the named set ``spec`` when they are stored flat
+    (:data:`FLAT_IMAGES`) and ``sample_shape`` is that flat shape; otherwise None."""
+    shape = FLAT_IMAGES.get(canonical_name(spec) or "")
+    if shape is not None and tuple(sample_shape) == (math.prod(shape),):
+        return shape
+    return None
 
 
 def _search_roots(data_root: str | Path | None) -> list[Path]:

@@ -23,6 +23,15 @@ units crossing at the same point count once each; touching a breakpoint without 
 counts 0. A closed curve wraps around (t = 2π, or the last point back to the first); an open one
 does not.
 
+**Degenerate curves** (:mod:`.trajectories`: a curve that is one point is refused before it gets
+here). A polyline segment of zero length (a point repeated) is no part of the path: it gets no
+interval, so the codes are compared across it as across a vertex, and the counts and regions are
+those of the polyline without the repeat — even where the repeated point lies on a breakpoint,
+which a stretch of parameter standing on it would otherwise turn into a piece of its own. A flat
+ellipse (u ∥ v) needs nothing special. A unit constant along a piece (``R = 0``, or ``β = 0`` on a
+segment) has no crossing there and its piece is that of its constant value, also when the value
+is the breakpoint itself (the piece below, as :meth:`~tsens.piecewise.Activation.codes` says).
+
 **Exactness in float64.** Within an interval, a unit's piece on every sub-interval is derived
 from the computed roots themselves (no re-evaluation near them), so the count there is exactly
 the number of roots. Between intervals the piece codes on both sides are compared, so a crossing
@@ -89,8 +98,10 @@ class Regions:
     """The curves cut into linear regions (intervals of constant pattern in every hidden layer)
     and the transitions between them, in curve parameter (ellipse: t ∈ [0, 2π); polyline:
     segment index + position in it). Intervals also end at polyline vertices, which are no
-    transitions. ``events_*``: one entry per (unit, breakpoint) crossing (1-based ``layer``);
-    crossings that fall exactly on an interval's end are counted but not listed."""
+    transitions; zero-length polyline segments hold none (their parameter range is a gap).
+    ``events_*``: one entry per (unit, breakpoint) crossing (1-based ``layer``); crossings that
+    fall exactly on an interval's end are counted but not listed. Every curve has at least one
+    region (a curve that is a point is refused), of positive total width."""
 
     trajectory: np.ndarray
     lo: np.ndarray
@@ -165,6 +176,7 @@ def exact_transitions(
     device = torch.device(device)
     tables = piece_tables(net.activation, device)
     pieces = traj.pieces(device)
+    moving = torch.from_numpy(traj.moving()).to(device)
     m, k_basis = traj.segments, pieces.shape[1]
     widest = max(w.shape[0] for w in weights)
     per_curve = 256 if traj.is_ellipse else 16 * m  # intervals per curve, first guess
@@ -172,9 +184,18 @@ def exact_transitions(
     start = 0
     while start < traj.count:
         size = max(1, min(traj.count - start, _BUDGET // (per_curve * k_basis * widest)))
-        chunk = pieces[start * m : (start + size) * m]
+        rows = slice(start * m, (start + size) * m)
         layer_counts, regions, finals = _count_chunk(
-            chunk, traj.is_ellipse, traj.closed, m, weights, biases, net.activation, tables, keep_regions
+            pieces[rows],
+            moving[rows],
+            traj.is_ellipse,
+            traj.closed,
+            m,
+            weights,
+            biases,
+            net.activation,
+            tables,
+            keep_regions,
         )
         counts[start : start + size] = layer_counts.cpu().numpy()
         per_curve = max(per_curve, int(finals * 1.5 / size) + 1)
@@ -188,6 +209,7 @@ def exact_transitions(
 
 def _count_chunk(
     pieces: torch.Tensor,
+    moving: torch.Tensor,
     ellipse: bool,
     closed: bool,
     m: int,
@@ -209,6 +231,8 @@ def _count_chunk(
         torch.arange(n_pieces, device=device),
         coef,
     )
+    if not bool(moving.all()):  # zero-length segments are no part of the path (module docstring)
+        iv = _Intervals(iv.lo[moving], iv.hi[moving], iv.piece[moving], iv.coef[moving])
     slopes, offsets = tables
     with_offsets = bool((offsets != 0).any())
     hidden = len(weights)
@@ -328,7 +352,8 @@ def _ellipse_roots(a, beta, gamma, b, lo, hi):
 
 
 def _layer_counts(iv, start_codes, ev_iv, ev_unit, ev_delta, m, n_curves, closed):
-    """Per curve: crossings inside intervals plus code changes across interval ends."""
+    """Per curve: crossings inside intervals plus code changes across interval ends (every
+    curve has at least one interval: a curve that is a point is refused when it is made)."""
     n = start_codes.shape[0]
     curve = iv.piece // m
     counts = torch.bincount(curve[ev_iv], minlength=n_curves)

@@ -3,7 +3,6 @@ and the per-checkpoint summary — what ``tsens transitions`` writes."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -78,10 +77,13 @@ def count_transitions(
 
     Columns per curve: ``trajectory`` (its index), ``trajectory_kind``, ``indices`` (the data
     indices it was built from, or None), ``method``, ``transitions`` and ``transitions_l{l}`` per
-    hidden layer, ``length`` (Euclidean arc length) and ``transitions_per_length``; with
-    ``jacobian`` also ``jac_prob_mean`` and ``jac_prob_max``: ‖J_prob‖_F (the softmax's input
-    Jacobian, [N] Fig. 2) at the midpoint of every linear region along the curve, averaged with
-    each region's share of the curve parameter as weight, and its largest value. ``method``
+    hidden layer, ``length`` (Euclidean arc length, positive: a curve that is a single point is
+    refused when the curves are made, as its transitions per length would be 0/0) and
+    ``transitions_per_length`` (``transitions / length``); with ``jacobian`` also
+    ``jac_prob_mean`` and ``jac_prob_max``: ‖J_prob‖_F (the softmax's input Jacobian, [N]
+    Fig. 2) at the midpoint of every linear region along the curve, averaged with each region's
+    share of the curve parameter as weight (zero-length polyline segments hold no region and
+    no weight), and its largest value. No column holds NaN. ``method``
     ``exact`` counts every crossing (:mod:`.exact`), ``sampled`` is [N]'s sum over ``points``
     equidistant points (:mod:`.sampled`). Counting is done in float64 whatever ``compute.dtype``.
     """
@@ -109,9 +111,8 @@ def count_transitions(
         per_layer = sampled_transitions(network, trajectories, points, device=device, progress=progress)
     n = trajectories.count
     total = per_layer.sum(1)
-    length = trajectories.lengths()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        density = np.where(length > 0, total / length, math.nan)
+    length = trajectories.lengths()  # > 0 for every curve (Trajectories refuses points)
+    density = total / length
     indices = trajectories.indices
     columns: dict[str, Any] = {
         "trajectory": np.arange(n, dtype=np.int64),
@@ -157,7 +158,8 @@ def _region_jacobians(
 
 
 def _along(regions: Regions, values: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per curve the parameter-weighted mean and the max of per-region values."""
+    """Per curve the parameter-weighted mean and the max of per-region values (every curve has
+    regions of positive total width, :class:`~.exact.Regions`)."""
     weight = regions.hi - regions.lo
     total = np.bincount(regions.trajectory, weights=weight, minlength=n)
     mean = np.bincount(regions.trajectory, weights=weight * values, minlength=n) / total
@@ -168,9 +170,11 @@ def _along(regions: Regions, values: np.ndarray, n: int) -> tuple[np.ndarray, np
 
 def transitions_summary(result: TransitionResult) -> dict[str, Any]:
     """One row per checkpoint: the curves (count, kind, method), and of ``transitions``, each
-    ``transitions_l{l}`` and ``transitions_per_length`` the mean, standard deviation and the
+    ``transitions_l{l}`` and ``transitions_per_length`` the mean, standard deviation (the sample
+    one, ddof = 1: None, "n/a", for a single curve, where it is undefined) and the
     5/25/50/75/95 % quantiles (:func:`tsens.summaries.describe`); with the Jacobian, the mean of
-    ``jac_prob_mean`` and of ``jac_prob_max``."""
+    ``jac_prob_mean`` and of ``jac_prob_max``. There is always at least one curve
+    (:class:`~.trajectories.Trajectories` refuses none), and no value is NaN."""
     from ..summaries import describe
 
     cols = result.columns
@@ -191,7 +195,7 @@ def transitions_summary(result: TransitionResult) -> dict[str, Any]:
         values = np.asarray(cols[name], dtype=np.float64)
         stats = describe(values)
         row[f"{name}_mean"] = stats.pop("mean")
-        row[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+        row[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else None
         row.update({f"{name}_{k}": v for k, v in stats.items()})
     for name in ("jac_prob_mean", "jac_prob_max"):
         if name in cols:

@@ -2,10 +2,13 @@
 
 The points are equidistant in the curve parameter (ellipse: t = 2πi/k; polyline: k points
 spread evenly over its segments, one unit of parameter per segment), and a closed curve wraps
-around (the last point is compared with the first). The sum counts, per layer, how many
-(unit, breakpoint) pairs lie between consecutive points, so it can only miss transitions (two
-crossings of one unit between neighbours cancel; a thin region between them is skipped): it
-never exceeds the exact count and reaches it when k is large enough.
+around (the last point is compared with the first). Zero-length segments of a polyline (a point
+repeated) are no part of its path and get no points: the k points are spread over the other
+segments, so the count is the one of the polyline without the repeats (:mod:`.trajectories`).
+
+The sum counts, per layer, how many (unit, breakpoint) pairs lie between consecutive points, so
+it can only miss transitions (two crossings of one unit between neighbours cancel; a thin region
+between them is skipped): it never exceeds the exact count and reaches it when k is large enough.
 
 Only the first layer sees the input dimension: its pre-activations along a piece are
 ``α + β cos t + γ sin t`` (or ``α + β s``), folded once from 2–3 vectors, so each sample costs
@@ -33,9 +36,10 @@ def check_points(points: int) -> None:
         raise TsensError(f"`points` must be an integer of at least 2, got {points!r}")
 
 
-def sample_parameters(trajectories: Trajectories, points: int) -> torch.Tensor:
-    """The k curve parameters the sampled count visits (float64)."""
-    period = trajectories.period
+def sample_parameters(trajectories: Trajectories, points: int, segments: int | None = None) -> torch.Tensor:
+    """The k curve parameters the sampled count visits (float64); for a polyline, ``segments``
+    (default: all of them) is how many segments they are spread over."""
+    period = trajectories.period if segments is None else float(segments)
     i = torch.arange(points, dtype=torch.float64)
     if trajectories.is_ellipse or trajectories.closed:
         return i * (period / points)
@@ -66,18 +70,25 @@ def sampled_transitions(
     first[:, 0] += layers[0].folded_bias
     t_all = sample_parameters(traj, points).to(device)
     wrap = traj.is_ellipse or traj.closed
+    m = traj.segments
+    moving = torch.from_numpy(traj.moving().reshape(traj.count, m)).to(device)
+    zero = torch.zeros(1, dtype=torch.long, device=device)
     for c in range(traj.count):
-        which = torch.full((1,), c, dtype=torch.long, device=device)
+        curve_first, curve_m, curve_t = first[c * m : (c + 1) * m], m, t_all
+        if not bool(moving[c].all()):  # zero-length segments get no points (module docstring)
+            curve_first = curve_first[moving[c]]
+            curve_m = len(curve_first)
+            curve_t = sample_parameters(traj, points, curve_m).to(device)
         total = torch.zeros(len(layers), dtype=torch.int64, device=device)
         head: list[torch.Tensor] | None = None
         prev: list[torch.Tensor] | None = None
         for start in range(0, points, chunk):
-            t = t_all[start : start + chunk]
+            t = curve_t[start : start + chunk]
             if traj.is_ellipse:  # one product with the basis (1, cos t, sin t)
                 basis = torch.stack([torch.ones_like(t), torch.cos(t), torch.sin(t)], 1).to(dtype)
-                z = basis @ first[c]
+                z = basis @ curve_first[0]
             else:
-                z = evaluate(first, False, traj.segments, which.expand(len(t)), t).to(dtype)
+                z = evaluate(curve_first, False, curve_m, zero.expand(len(t)), t).to(dtype)
             codes = []
             for i in range(len(layers)):
                 if i:

@@ -14,6 +14,18 @@ from N(0, I)), :func:`translation_polygons` ([N] §3, Fig. App.9: the closed pol
 W horizontal translations of one image, with wrap-around; the *raw* image is shifted and then
 preprocessed like the data set's own samples), and :func:`load_trajectories` (an ``.npz`` file,
 the format :meth:`Trajectories.save` writes).
+
+**Degenerate curves.** A curve that is a single point — an ellipse with u = v = 0 (through three
+samples whose inputs are identical), a polyline whose points are all equal (the translations of
+an image that every horizontal shift leaves unchanged) — is refused when the curves are made,
+with an error naming the curve and the data indices it came from: it has no length, so its
+transitions per unit length are 0/0 with no limit to define them by (ever smaller curves around
+a point on a region boundary cross it twice at ever smaller length), and counting it would only
+add zeros. Every other curve has positive length (:meth:`Trajectories.lengths`) and is counted as
+it is: a flat ellipse (u ∥ v, e.g. through three collinear samples or two identical ones) is a
+segment traversed there and back, a valid closed curve; zero-length segments of a polyline
+(a point repeated consecutively) are no part of its path — its counts, exact and sampled, and the
+Jacobian along it are those of the polyline with the repeats removed.
 """
 
 from __future__ import annotations
@@ -28,7 +40,6 @@ import torch
 
 from ..datasets import Dataset
 from ..datasets.formats import expect_npz
-from ..datasets.named import canonical_name
 from ..errors import TsensError
 from ..files import atomic_output
 
@@ -37,11 +48,18 @@ KINDS = ("ellipse", "random-ellipse", "translations")
 
 ELLIPSE_KEYS = ("center", "u", "v")
 
+_POINT_CAUSES = {
+    "ellipse": "its three samples have the same input after preprocessing; another `seed` draws others",
+    "translations": "every horizontal shift leaves its image's input unchanged; another `seed` draws others",
+}
+"""Why a maker's curve (``source``) can be a single point, for the message refusing it."""
+
 
 @dataclass(frozen=True, eq=False)
 class Trajectories:
     """T curves of one family in input space (module docstring), with the data set positions
-    they were built from (``indices``: the original indices of the data points, T × m, or None)."""
+    they were built from (``indices``: the original indices of the data points, T × m, or None).
+    A curve that is a single point is refused (module docstring, *Degenerate curves*)."""
 
     kind: str
     center: np.ndarray | None = field(default=None, repr=False)
@@ -91,6 +109,26 @@ class Trajectories:
                     f"{idx.dtype} of shape {idx.shape}"
                 )
             object.__setattr__(self, "indices", idx.astype(np.int64))
+        self._refuse_points()
+
+    def _refuse_points(self) -> None:
+        """Refuse curves that are a single point, naming the first and its data indices."""
+        if self.is_ellipse:
+            point = ~((self.u != 0).any(1) | (self.v != 0).any(1))
+            why = "keys 'u' and 'v' are 0"
+        else:
+            point = (self.points == self.points[:, :1]).all((1, 2))
+            why = "key 'points': all its points are equal"
+        bad = np.flatnonzero(point)
+        if len(bad) == 0:
+            return
+        i = int(bad[0])
+        data = "" if self.indices is None else f" (data indices {', '.join(map(str, self.indices[i]))})"
+        more = f"; {len(bad)} of the {self.count} curves are points" if len(bad) > 1 else ""
+        raise TsensError(
+            f"{self.source}: curve {i}{data} is a single point ({_POINT_CAUSES.get(self.source, why)}), "
+            f"not a curve: it has no length, so no transitions per unit length{more}"
+        )
 
     # ------------------------------------------------------------------ shape
 
@@ -165,25 +203,43 @@ class Trajectories:
         which = torch.zeros(len(t), dtype=torch.long) if which is None else torch.as_tensor(which).long()
         return evaluate(self.pieces(), self.is_ellipse, self.segments, which, t)
 
+    def moving(self) -> np.ndarray:
+        """Per piece of :meth:`pieces` (in order), whether the curve moves along it: False for a
+        polyline segment of zero length (a point repeated consecutively), which is no part of
+        the curve's path; always True for an ellipse (a point ellipse is refused)."""
+        if self.is_ellipse:
+            return np.ones(self.count, dtype=bool)
+        p = self.points
+        steps = np.roll(p, -1, axis=1)[:, : self.segments] - p[:, : self.segments]
+        return (steps != 0).any(2).reshape(-1)
+
     def lengths(self) -> np.ndarray:
-        """Euclidean arc length of every curve: exact for polylines; for an ellipse 4a E(1 − b²/a²)
-        with the semi-axes a ≥ b from the Gram matrix of (u, v) and E the complete elliptic
-        integral of the second kind (``scipy.special.ellipe``)."""
+        """Euclidean arc length of every curve, positive (a point is refused): exact for
+        polylines (zero-length segments add 0); for an ellipse 4a E(1 − b²/a²) with the
+        semi-axes a ≥ b from the Gram matrix of (u, v) and E the complete elliptic integral of
+        the second kind (``scipy.special.ellipe``), so a flat ellipse (b = 0) is 4a, its segment
+        there and back. Vectors are scaled by their largest entry first, so that squares
+        neither underflow to a zero length nor overflow."""
         if not self.is_ellipse:
             p = self.points
             steps = np.diff(np.concatenate([p, p[:, :1]], axis=1) if self.closed else p, axis=1)
-            return np.linalg.norm(steps, axis=2).sum(1)
+            scale = np.abs(steps).max(2, keepdims=True)
+            unit = steps / np.where(scale > 0, scale, 1.0)
+            return (scale[..., 0] * np.sqrt((unit * unit).sum(2))).sum(1)
         from scipy.special import ellipe
 
-        u, v = self.u, self.v
+        scale = np.maximum(np.abs(self.u).max(1), np.abs(self.v).max(1))[:, None]
+        safe = np.where(scale > 0, scale, 1.0)
+        u, v = self.u / safe, self.v / safe  # largest entry ±1, so a² >= 1 below (or u = v = 0)
         uu, vv, uv = (u * u).sum(1), (v * v).sum(1), (u * v).sum(1)
         half_trace, diff = (uu + vv) / 2, np.hypot((uu - vv) / 2, uv)
         big = half_trace + diff  # a², the larger eigenvalue of the 2×2 Gram matrix
         det = np.maximum(uu * vv - uv * uv, 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            small = np.where(big > 0, det / big, 0.0)  # b², without the cancellation of half_trace − diff
-            m = np.where(big > 0, 1 - small / big, 0.0)
-        return 4 * np.sqrt(big) * ellipe(np.clip(m, 0.0, 1.0))
+        positive = big > 0
+        big_safe = np.where(positive, big, 1.0)
+        small = np.where(positive, det / big_safe, 0.0)  # b², without the cancellation of half_trace − diff
+        m = np.where(positive, 1 - small / big_safe, 0.0)
+        return scale[:, 0] * 4 * np.sqrt(big) * ellipe(np.clip(m, 0.0, 1.0))
 
     # ------------------------------------------------------------------ files
 
@@ -255,7 +311,10 @@ def ellipses_through_data(dataset: Dataset, count: int, seed: int = 0) -> Trajec
     """``count`` ellipses, each through three distinct samples x₁, x₂, x₃ of ``dataset`` drawn with
     ``numpy.random.default_rng(seed)``: c = (x₁ + x₂ + x₃)/3, u = x₁ − c, v = (2/√3)(x₂ − c + u/2),
     so x(0) = x₁, x(2π/3) = x₂, x(4π/3) = x₃ ([N] App. A.5.2). ``dataset`` must be prepared
-    (:func:`tsens.stream.prepared_for`): the curves live in the network's input space."""
+    (:func:`tsens.stream.prepared_for`): the curves live in the network's input space. Distinct
+    samples can have equal inputs (duplicates in the data, or after cropping): two equal or three
+    collinear inputs give a flat ellipse, a segment traversed there and back, counted as such;
+    three equal inputs give a point, and the curves are refused with its data indices."""
     check_count(count)
     if len(dataset) < 3:
         raise TsensError(
@@ -279,26 +338,15 @@ def random_ellipses(dim: int, count: int, seed: int = 0) -> Trajectories:
     return Trajectories("random-ellipse", np.zeros((count, dim)), u, v, source="random-ellipse")
 
 
-FLAT_IMAGES = {"digits": (1, 8, 8), "digits-test": (1, 8, 8)}
-"""Named sets stored flat whose samples are images (C, H, W)."""
-
-
-def image_shape(dataset: Dataset) -> tuple[int, int, int] | None:
-    """(C, H, W) of the data set's images, or None when its samples are not images."""
-    if len(dataset.sample_shape) == 3:
-        return dataset.sample_shape  # type: ignore[return-value]
-    shape = FLAT_IMAGES.get(canonical_name(dataset.spec) or "")
-    if shape is not None and dataset.sample_shape == (math.prod(shape),):
-        return shape
-    return None
-
-
 def translation_polygons(dataset: Dataset, count: int, seed: int = 0) -> Trajectories:
     """``count`` closed polygons, each through the W horizontal translations (one pixel at a time,
     wrapping around) of one image of ``dataset`` (distinct images while there are enough): the raw
-    image is shifted, then preprocessed exactly as the data set's samples (``Dataset.transform``)."""
+    image is shifted, then preprocessed exactly as the data set's samples (``Dataset.transform``).
+    An image that every shift leaves unchanged (after preprocessing) gives a point, and the curves
+    are refused with its data index; shifts equal to the previous one give zero-length segments,
+    which change nothing (module docstring)."""
     check_count(count)
-    shape = image_shape(dataset)
+    shape = dataset.image_shape  # (C, H, W), also for images stored flat (digits)
     if shape is None:
         raise TsensError(
             f"`trajectory` translations needs images (C × H × W samples); data set {dataset.spec!r} has "
