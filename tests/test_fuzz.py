@@ -8,13 +8,14 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gzip
-import importlib.util
 import io
 import json
+import mmap
 import os
 import pickle
 import signal
 import struct
+import subprocess
 import sys
 import time
 import zipfile
@@ -29,17 +30,20 @@ import tsens.checkpoints
 import tsens.datasets
 from tsens.errors import TsensError
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fuzz.py"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 @pytest.fixture(scope="module")
 def fuzz():
-    spec = importlib.util.spec_from_file_location("tsens_fuzz_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    """The harness: the package scripts/fuzzing, which scripts/fuzz.py runs."""
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        import fuzzing
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    yield fuzzing
+    for name in [m for m in sys.modules if m == "fuzzing" or m.startswith("fuzzing.")]:
+        del sys.modules[name]
 
 
 def test_few_hundred_cases_of_every_format_have_no_bad_outcome(fuzz, tmp_path):
@@ -74,6 +78,16 @@ def test_cases_are_deterministic(fuzz):
     for i in range(len(seeds), len(seeds) + 30):
         assert a.case(i) == b.case(i)
     assert [a.case(i).files for i in range(40, 60)] != [other.case(i).files for i in range(40, 60)]
+
+
+def test_the_command_replays_a_case():
+    """``python scripts/fuzz.py --replay N`` (what report.txt tells to run) in a process of its own."""
+    command = [sys.executable, str(SCRIPTS / "fuzz.py"), "--seed", "3", "--formats", "npy", "--replay", "7"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    case, outcome = done.stdout.splitlines()[:2]
+    assert case.startswith("case 7 [npy] seed "), done.stdout
+    assert outcome.startswith(("ok in ", "refused in ")), done.stdout
 
 
 def test_payload_seeds_would_run_under_an_unsafe_load(fuzz, tmp_path, monkeypatch):
@@ -153,13 +167,29 @@ def test_allocation_is_a_memory_failure(fuzz, tmp_path, monkeypatch):
     assert _outcomes(fuzz, tmp_path, ("safetensors",), 1) == Counter(memory=1)
 
 
+@contextlib.contextmanager
+def _unshared_memory(size):
+    """``size`` bytes resident in this process but not in the processes it forks (as the
+    memory that other tests leave in the pytest process may be): a limit computed from this
+    process's RSS would leave its workers ``size`` bytes more."""
+    block = mmap.mmap(-1, size)
+    try:
+        if hasattr(mmap, "MADV_DONTFORK"):
+            block.madvise(mmap.MADV_DONTFORK)
+        block[:: mmap.PAGESIZE] = b"\1" * (size // mmap.PAGESIZE)  # resident
+        yield
+    finally:
+        block.close()
+
+
 def test_rss_over_the_limit_is_killed(fuzz, tmp_path, monkeypatch):
     def touches(path):
         np.ones(40_000_000)  # 320 MB, touched
         time.sleep(20)
 
     _with_reader(monkeypatch, ".safetensors", touches)
-    got = _outcomes(fuzz, tmp_path, ("safetensors",), 1, rlimit=False, memory_mb=100)
+    with _unshared_memory(512 << 20):  # the limit is the worker's size + 100 MiB, not the parent's
+        got = _outcomes(fuzz, tmp_path, ("safetensors",), 1, rlimit=False, memory_mb=100)
     assert got == Counter(memory=1)
 
 
@@ -196,14 +226,14 @@ def test_the_cli_check(fuzz, tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
     save_file({"0.weight": torch.randn(3, 4)}, str(path))
-    assert fuzz._cli(["info", str(path)]).outcome == "ok"
-    assert fuzz._cli(["info", str(tmp_path / "missing.pt")]).outcome == "refused"
+    assert fuzz.cli_outcome(["info", str(path)]).outcome == "ok"
+    assert fuzz.cli_outcome(["info", str(tmp_path / "missing.pt")]).outcome == "refused"
 
     def broken(p):
         raise KeyError("weight")
 
     _with_reader(monkeypatch, ".safetensors", broken)
-    result = fuzz._cli(["bound", str(path)])
+    result = fuzz.cli_outcome(["bound", str(path)])
     assert result.outcome == "traceback" and "KeyError" in result.message
 
 
