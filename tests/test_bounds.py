@@ -15,17 +15,15 @@ from nets import ACTIVATIONS, autograd_jacobian, autograd_tangent_sqnorm, random
 from scipy import stats
 
 from tsens.bounds import (
-    BOUNDS,
-    bound_columns,
-    crossings,
     data_free_bounds,
     gaussian_bounds,
     log10_w,
     measure_for_bounds,
     report,
-    resolve_bound,
     weight_statistics,
 )
+from tsens.choices import BOUNDS
+from tsens.cli.thresholds import bound_columns
 from tsens.compute import Compute
 from tsens.datasets import Dataset
 from tsens.errors import TsensError
@@ -381,24 +379,3 @@ def test_measure_is_one_pass_of_the_per_sample_measures():
     assert layers["active_mean"][-1] is None and len(layers["layer"]) == 3
     total = 0.5 * math.log10(sum(100.0**t for t in layers["log10_tangent_path_term"]))
     assert total == pytest.approx(row["log10_tangent_path"])
-
-
-def test_bound_names_and_crossings():
-    assert resolve_bound("path", False) == "log10_tangent_path"
-    assert resolve_bound("jacobian-spectral", False) == "log10_jacobian_spectral"
-    assert resolve_bound("log10_tangent_paper", False) == "log10_tangent_paper"
-    assert resolve_bound("tangent_paper", False) == "log10_tangent_paper"
-    assert resolve_bound("gauss-paper", True) == "log10_tangent_gauss_paper"
-    assert resolve_bound("w", False) == "log10_w"
-    with pytest.raises(TsensError, match="needs `data`"):
-        resolve_bound("gauss", False)
-    with pytest.raises(TsensError, match="unknown bound 'nope'"):
-        resolve_bound("nope", True)
-    row = {"checkpoint": "a.safetensors", "log10_tangent_path": 12.5, "log10_w": math.nan}
-    assert crossings(row, [("log10_tangent_path", 12.0), ("log10_w", 0.0)], []) == [
-        "a.safetensors: log10_tangent_path = 12.5 > 12"
-    ]
-    assert crossings(row, [], [("log10_tangent_path", 13.0)]) == [
-        "a.safetensors: log10_tangent_path = 12.5 < 13"
-    ]
-    assert crossings(row, [("log10_tangent_path", 13.0)], [("log10_tangent_path", 12.0)]) == []

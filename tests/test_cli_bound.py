@@ -15,9 +15,12 @@ from click.testing import CliRunner, Result
 from nets import random_network
 from safetensors.torch import save_file
 
-from tsens.bounds import BOUNDS, data_free_bounds
+from tsens.bounds import data_free_bounds
 from tsens.checkpoints import load_network
+from tsens.choices import BOUNDS
 from tsens.cli import main
+from tsens.cli.thresholds import crossings, resolve_bound
+from tsens.errors import TsensError
 from tsens.tables import table_provenance
 
 
@@ -89,7 +92,7 @@ def test_json_with_data_bounds_the_measured_values(files):
         assert row[f"log10_{kind}_measured_mean"] <= row[f"log10_{kind}_measured_max"]
         for name in BOUNDS:
             assert row[f"log10_{kind}_measured_max"] <= row[f"log10_{kind}_{name}"]
-    assert "gap" in result.stderr and "gauss" in result.stderr
+    assert "loose" in result.stderr and "gauss" in result.stderr
 
 
 def test_bounds_cover_what_tsens_jacobian_reports(files):
@@ -159,3 +162,24 @@ def test_deep_checkpoint_bounds_beyond_float64(files):
     row = read_stream(run(path, "-o", "-", "-q")).to_pylist()[0]
     assert all(math.isfinite(row[f"log10_tangent_{b}"]) and row[f"log10_tangent_{b}"] > 308 for b in BOUNDS)
     assert torch.isinf(torch.tensor(10.0) ** row["log10_tangent_path"])
+
+
+def test_bound_names_and_crossings():
+    assert resolve_bound("path", False) == "log10_tangent_path"
+    assert resolve_bound("jacobian-spectral", False) == "log10_jacobian_spectral"
+    assert resolve_bound("log10_tangent_paper", False) == "log10_tangent_paper"
+    assert resolve_bound("tangent_paper", False) == "log10_tangent_paper"
+    assert resolve_bound("gauss-paper", True) == "log10_tangent_gauss_paper"
+    assert resolve_bound("w", False) == "log10_w"
+    with pytest.raises(TsensError, match="needs `data`"):
+        resolve_bound("gauss", False)
+    with pytest.raises(TsensError, match="unknown bound 'nope'"):
+        resolve_bound("nope", True)
+    row = {"checkpoint": "a.safetensors", "log10_tangent_path": 12.5, "log10_w": math.nan}
+    assert crossings(row, [("log10_tangent_path", 12.0), ("log10_w", 0.0)], []) == [
+        "a.safetensors: log10_tangent_path = 12.5 > 12"
+    ]
+    assert crossings(row, [], [("log10_tangent_path", 13.0)]) == [
+        "a.safetensors: log10_tangent_path = 12.5 < 13"
+    ]
+    assert crossings(row, [("log10_tangent_path", 13.0)], [("log10_tangent_path", 12.0)]) == []

@@ -18,8 +18,9 @@ from safetensors.torch import save_file
 from scipy import stats
 
 import tsens
+from tsens.choices import ESTIMATORS
+from tsens.commands import gap_estimates as estimate_gap
 from tsens.errors import TsensError
-from tsens.gap import estimate_gap
 from tsens.gap import estimators as est
 from tsens.gap.calibration import Calibration, calibrate, cross_fit, fit
 from tsens.gap.features import atc_accuracy, atc_threshold, binned_loss
@@ -180,7 +181,7 @@ def test_test_labels_never_reach_a_label_free_estimate(zoo):
     assert any("fall back to naive" in n for n in blind.notes)
     for seen, unseen in zip(zoo["result"].rows, blind.rows, strict=True):
         assert "test_loss" not in unseen
-        for name in est.NAMES:
+        for name in ESTIMATORS:
             key = name.replace("-", "_")
             if name in ("mean-gap", "calibrated"):
                 assert unseen[f"status_{key}"] == "no-calibration"
@@ -303,7 +304,7 @@ def test_command_tables_plot_and_calibration_files(tmp_path, zoo):
     assert got == pytest.approx([r["est_doc_loss"] for r in zoo["result"].rows])
     text = summary.read_text().splitlines()
     assert text[0].startswith('"kind","name","checkpoints","mae_loss","mae_acc_points"')
-    assert len(text) == 1 + len(est.NAMES) + len(zoo["result"].ranking)
+    assert len(text) == 1 + len(ESTIMATORS) + len(zoo["result"].ranking)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(cal.read_text())["provenance"]["command"] == "estimate-gap"
     # A saved calibration scores other checkpoints.

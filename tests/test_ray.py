@@ -18,11 +18,11 @@ import torch
 from clitools import assert_same_table, one_line_error, run
 from safetensors.torch import save_file
 
+from tsens.commands.jobs import Loader, pass_job
+from tsens.commands.per_sample import jacobian_rows, only_rows
 from tsens.datasets import load_dataset
 from tsens.executors import LocalExecutor, RayExecutor
-from tsens.jobs import Loader, OnlySet, measure_job
 from tsens.runs import plan_runs
-from tsens.summaries import columns_of, jacobian_summary
 
 ray = pytest.importorskip("ray")  # in the test extra: CI runs these
 
@@ -69,7 +69,6 @@ def test_ray_tables_equal_local_tables(tmp_path, name):
     assert_same_table(summary_ray, summary_local)
     assert meta_ray["options"].pop("executor") == "ray" and meta_local["options"].pop("executor") == "local"
     for meta in (meta_ray, meta_local):
-        meta["options"].pop("output"), meta["options"].pop("summary_path")
         meta.pop("created", None), meta.pop("elapsed_s", None)
     assert meta_ray == meta_local
 
@@ -78,11 +77,11 @@ def test_ray_tables_equal_local_tables(tmp_path, name):
 
 
 def dies_once(ref, progress=None, *, marker: str, victim: str, **shared):
-    """measure_job, except that the first attempt on ``victim`` kills its own worker mid-task."""
+    """pass_job, except that the first attempt on ``victim`` kills its own worker mid-task."""
     if ref.path == victim and not os.path.exists(marker):
         Path(marker).write_text("killed")
         os.kill(os.getpid(), signal.SIGKILL)
-    return measure_job(ref, progress, **shared)
+    return pass_job(ref, progress, **shared)
 
 
 def test_a_killed_worker_is_retried_without_lost_or_duplicated_rows(tmp_path):
@@ -94,14 +93,14 @@ def test_a_killed_worker_is_retried_without_lost_or_duplicated_rows(tmp_path):
         options=None,
         compute=__import__("tsens").Compute(),
         load=Loader(),
-        summarize=OnlySet(jacobian_summary, listed=True),
-        columns=OnlySet(columns_of),
+        summarize=jacobian_rows,
+        rows=only_rows,
     )
     marker = tmp_path / "killed"
     faulty = {**shared, "marker": str(marker), "victim": refs[2].path}
     on_ray = list(RayExecutor().map(dies_once, refs, faulty))
     assert marker.read_text() == "killed"  # the worker did die, and the task ran again
-    here = list(LocalExecutor().map(measure_job, refs, shared))
+    here = list(LocalExecutor().map(pass_job, refs, shared))
     assert [o.network.path for o in on_ray] == [r.path for r in refs]
     for a, b in zip(on_ray, here, strict=True):
         assert a.summary == b.summary
@@ -142,13 +141,13 @@ def test_without_ray_one_line_and_address_only_with_ray(monkeypatch):
 def test_each_task_asks_for_one_gpu_when_the_work_runs_on_cuda(monkeypatch):
     from types import SimpleNamespace
 
-    import tsens.cli.inputs as inputs
+    import tsens.commands.setup as setup
 
     asked = {}
-    monkeypatch.setattr(inputs, "make_executor", lambda name, **kw: asked.setdefault(name, kw))
+    monkeypatch.setattr(setup, "make_executor", lambda name, **kw: asked.setdefault(name, kw))
     for device, gpus in (("cuda", 1), ("cpu", 0)):
         asked.clear()
-        inputs.executor({"executor": "ray"}, SimpleNamespace(torch_device=torch.device(device)))
+        setup.Setup(executor="ray", compute=SimpleNamespace(torch_device=torch.device(device))).executor_for()
         assert asked["ray"]["gpus_per_task"] == gpus
     executor = RayExecutor(gpus_per_task=1)
     options = {}

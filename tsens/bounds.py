@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .choices import BOUNDS, READINGS
 from .compute import Compute
 from .datasets import Dataset
 from .errors import TsensError
@@ -60,13 +61,6 @@ from .kummer import P_MAX, log10_gaussian_abs_moment
 from .measures import Options
 from .network import Layer, Network
 from .stream import Progress, SetResult, measure
-from .tangent import READINGS
-
-BOUNDS = ("paper", "path", "spectral")
-"""The data-free bounds, for both ``||T||_F`` and ``||J_logit||_F``."""
-
-GAUSS_BOUNDS = ("gauss", "gauss_paper")
-"""The bounds that need μ, σ of the active count on data."""
 
 Scaled = tuple[torch.Tensor, float]
 """A matrix as (M, log10 c) standing for c·M, with max|M| = 1 (or M = 0 and log10 c = −inf)."""
@@ -507,8 +501,8 @@ class Report:
     def summary(self) -> dict[str, Any]:
         """What ``tsens bound``'s summary shows: the log10 tangent bounds and the tightest, the
         tightest Jacobian bound, and with data the Gaussian bounds, the largest measured ‖T‖ and
-        ``gap`` = tightest − measured max in decades (None where the measured max is 0, as with
-        a dead layer, or a Gaussian bound does not apply)."""
+        ``looseness`` = tightest − measured max in decades (None where the measured max is 0, as
+        with a dead layer, or a Gaussian bound does not apply)."""
         net, b = self.network, self.bounds
         row: dict[str, Any] = {
             "checkpoint": net.path,
@@ -526,7 +520,7 @@ class Report:
                     "log10_tangent_gauss": _finite_or_none(g.get("gauss")),
                     "log10_tangent_gauss_paper": _finite_or_none(g.get("gauss_paper")),
                     "log10_tangent_measured_max": t_max,
-                    "gap": _finite_or_none(b.tangent[b.tightest_tangent] - t_max),
+                    "looseness": _finite_or_none(b.tangent[b.tightest_tangent] - t_max),
                 }
             )
         return row
@@ -570,42 +564,3 @@ def report(
         return Report(network, bounds, fit)
     gauss, terms = gaussian_bounds(network, fit.active_mean, fit.active_std, reading)
     return Report(network, bounds, fit, gauss, terms)
-
-
-def bound_columns(with_data: bool) -> tuple[str, ...]:
-    """The log10 columns of a checkpoint row (what thresholds can name)."""
-    names = ["log10_w", *(f"log10_tangent_{k}" for k in BOUNDS), *(f"log10_jacobian_{k}" for k in BOUNDS)]
-    if with_data:
-        names += [f"log10_tangent_{k}" for k in GAUSS_BOUNDS]
-        names += [f"log10_{m}_measured_{s}" for m in ("tangent", "jacobian") for s in ("mean", "max")]
-    return tuple(names)
-
-
-def resolve_bound(name: str, with_data: bool) -> str:
-    """The column a threshold names: a log10 column, with or without the ``log10_`` or
-    ``log10_tangent_`` prefix, '-' read as '_' (``path`` → ``log10_tangent_path``,
-    ``jacobian-spectral`` → ``log10_jacobian_spectral``, ``gauss-paper``, ``w``)."""
-    key = name.strip().lower().replace("-", "_")
-    for candidate in (key, f"log10_{key}", f"log10_tangent_{key}"):
-        if candidate in bound_columns(True):
-            if not with_data and candidate not in bound_columns(False):
-                raise TsensError(f"bound {name!r} ({candidate}) needs `data`")
-            return candidate
-    short = [c.removeprefix("log10_") for c in bound_columns(True)]
-    short = [c if "measured" in c else c.removeprefix("tangent_") for c in short]
-    raise TsensError(f"unknown bound {name!r}; expected one of {', '.join(short)} (or a log10_ column name)")
-
-
-def crossings(
-    row: dict[str, Any], above: Sequence[tuple[str, float]], below: Sequence[tuple[str, float]]
-) -> list[str]:
-    """Messages for each resolved (column, log10 threshold) that ``row`` crosses: strictly above
-    a ``--fail-above`` or strictly below a ``--fail-below`` value (NaN crosses nothing)."""
-    out = []
-    for column, limit in above:
-        if row[column] > limit:
-            out.append(f"{row['checkpoint']}: {column} = {row[column]:.4g} > {limit:g}")
-    for column, limit in below:
-        if row[column] < limit:
-            out.append(f"{row['checkpoint']}: {column} = {row[column]:.4g} < {limit:g}")
-    return out

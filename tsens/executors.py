@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, TypeVar
 
+from .choices import EXECUTORS
 from .errors import TsensError, first_line
 from .extras import require
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-EXECUTORS = ("local", "ray")
 ItemProgress = Callable[[Any], AbstractContextManager[Any]]
 """For the local executor: a context manager giving the progress callback of one item's job."""
 TaskProgress = Callable[[int], AbstractContextManager[Callable[[int], None] | None]]

@@ -34,10 +34,11 @@ import numpy as np
 import torch
 
 from .active_units import active_counts, piece_counts
+from .choices import MEMBERSHIP_MODES, READINGS
 from .errors import TsensError
 from .jacobian import jacobian_norms
-from .regions import MEMBERSHIP_MODES, boundary_distance, log_membership, path_scores, region_ids
-from .tangent import READINGS, tangent_norms
+from .regions import boundary_distance, log_membership, path_scores, region_ids
+from .tangent import tangent_norms
 from .trace import Trace
 
 Columns = dict[str, "torch.Tensor | np.ndarray"]

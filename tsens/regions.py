@@ -22,10 +22,9 @@ import numpy as np
 import torch
 
 from .active_units import active_counts
+from .choices import MEMBERSHIP_MODES
 from .errors import TsensError
 from .trace import Trace
-
-MEMBERSHIP_MODES = ("preact", "indicator")
 
 
 def patterns(trace: Trace) -> torch.Tensor:

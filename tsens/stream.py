@@ -117,15 +117,23 @@ def chosen_preprocess(network: Network, dataset: Dataset, *, warn: bool = False)
     """The preprocessing the rule picks for ``network`` (module docstring), before any
     ``standard`` statistics are filled in; ``warn`` says so when the given one overrides a
     different record."""
-    recorded = Preprocess.from_metadata(network.metadata, network.path or "checkpoint")
+    return recorded_or_given(network.metadata, network.path, dataset, warn=warn)
+
+
+def recorded_or_given(
+    metadata: Mapping[str, object], path: str, dataset: Dataset, *, warn: bool = False
+) -> Preprocess:
+    """:func:`chosen_preprocess` from a checkpoint's metadata and path alone (what planning
+    knows before any checkpoint is loaded)."""
+    recorded = Preprocess.from_metadata({k: str(v) for k, v in metadata.items()}, path or "checkpoint")
     given = dataset.preprocess
     if given is None:
         return recorded or Preprocess()
     if warn and recorded is not None and recorded != given:
         warnings.warn(
-            f"{network.path}: the given preprocessing {given.to_json()} differs from the one the "
+            f"{path}: the given preprocessing {given.to_json()} differs from the one the "
             f"checkpoint records ({recorded.to_json()}); using the given one",
-            stacklevel=4,
+            stacklevel=5,
         )
     return given
 

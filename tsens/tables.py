@@ -23,11 +23,11 @@ import pyarrow.feather as feather
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from . import __version__
+from .choices import TABLE_FORMATS
 from .errors import TsensError
 from .files import atomic_output
+from .version import __version__
 
-FORMATS = ("parquet", "arrow", "csv", "json", "jsonl")
 _SUFFIXES = {
     ".parquet": "parquet",
     ".pq": "parquet",
@@ -79,8 +79,8 @@ def table_provenance(table: pa.Table) -> dict[str, Any]:
 def output_format(path: str, fmt: str | None = None) -> str:
     """The format for ``path``: ``fmt`` if given, else the suffix, else Arrow for stdout."""
     if fmt is not None:
-        if fmt not in FORMATS:
-            raise TsensError(f"`fmt` {fmt!r} is not one of {', '.join(FORMATS)}")
+        if fmt not in TABLE_FORMATS:
+            raise TsensError(f"`fmt` {fmt!r} is not one of {', '.join(TABLE_FORMATS)}")
         return fmt
     if path == "-":
         return "arrow"

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import torch
 
+from .choices import READINGS
 from .errors import TsensError
 from .trace import Trace
-
-READINGS = ("sum", "all")
 
 
 def tangent_sqnorms(

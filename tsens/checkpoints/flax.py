@@ -48,7 +48,6 @@ from ..extras import require
 from .base import Weights, check_file
 
 SUFFIXES = (".msgpack", ".flax")
-COLLECTIONS = ("params", "batch_stats")
 DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,

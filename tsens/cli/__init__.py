@@ -1,9 +1,12 @@
-"""The ``tsens`` command line: parses options, calls the library, renders results.
+"""The ``tsens`` command line: decodes options into one library call, renders what it returns.
 
 User errors (:class:`tsens.errors.TsensError`, and click's usage errors) end in one line on
 stderr and exit code 2; ``--debug`` (anywhere on the command line) shows the traceback. Exit
-code 1 is reserved for ``--fail-above/--fail-below``; a reader that closes the pipe early
-(``| head``) ends the command quietly with 141, the shell's code for SIGPIPE.
+code 1 is reserved for ``--fail-above/--fail-below``; Ctrl-C ends a command with one line and
+130; a reader that closes the pipe early (``| head``) ends it quietly with 141, the shell's code
+for SIGPIPE. Warnings are shown once per cause when the command ends (not after a user
+error, which is one line). Nothing heavy is
+imported until a command runs, so ``tsens --help`` answers at once.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from typing import Any
 
 import click
 
-from .. import __version__
 from ..errors import Note, ThresholdExceeded, TsensError
+from ..version import __version__
 from . import render
 from .activations import activations
 from .bound import bound
@@ -29,6 +32,7 @@ from .options import debug_option
 from .regions import regions
 from .transitions import transitions
 
+INTERRUPTED = 130
 BROKEN_PIPE = 141
 
 
@@ -36,11 +40,24 @@ class _Group(click.Group):
     """A click group that turns user errors into one-line messages with exit code 2."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        gathered = render.Warnings()
+
+        def show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+            command = click.get_current_context(silent=True)
+            names = option_names(command.command) if command else {}
+            gathered.add(str(TsensError(str(message)).for_options(names)), issubclass(category, Note))
+
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("default")
-                warnings.showwarning = _show_warning
-                return super().invoke(ctx)
+                warnings.simplefilter("always")
+                warnings.showwarning = show_warning
+                try:
+                    return super().invoke(ctx)
+                except (TsensError, click.UsageError):
+                    gathered.clear()  # a user error is one line: what it stopped is moot
+                    raise
+                finally:
+                    gathered.flush()
         except TsensError as exc:
             if ctx.meta.get("tsens.debug"):
                 raise
@@ -55,19 +72,15 @@ class _Group(click.Group):
         except ThresholdExceeded as exc:
             render.error("tsens: threshold crossed: ", str(exc))
             ctx.exit(1)
+        except KeyboardInterrupt:
+            if ctx.meta.get("tsens.debug"):
+                raise
+            render.error("tsens: interrupted", "")
+            ctx.exit(INTERRUPTED)
         except BrokenPipeError:
             # The reader went away (| head): silence the interpreter's last flush of stdout.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             ctx.exit(BROKEN_PIPE)
-
-
-def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-    ctx = click.get_current_context(silent=True)
-    text = str(TsensError(str(message)).for_options(option_names(ctx.command) if ctx else {}))
-    if issubclass(category, Note):
-        render.note(f"note: {text}")
-    else:
-        render.warn(text)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
 
-from ..jobs import OnlySet
-from ..summaries import activations_summary, columns_of, unit_frequencies
-from . import options, render
+from . import decode, options, render
 from .command import command
-from .flow import per_sample
-from .outputs import checked_targets
+from .outputs import checked_targets, write_tables
 
 _STATS = ("mean", "variance", "skewness", "excess_kurtosis", "normality_p")
 
@@ -24,7 +22,7 @@ _STATS = ("mean", "variance", "skewness", "excess_kurtosis", "normality_p")
 @options.compute_options
 @options.executor_options
 @options.output_options
-@checked_targets
+@checked_targets()
 def activations(**params: Any) -> None:
     """Active units per hidden layer and in total, N_l(x) and N(x) ([T] Thm 3.2).
 
@@ -32,22 +30,22 @@ def activations(**params: Any) -> None:
     gives mean, variance, skewness, excess kurtosis and a normality p-value per layer, and the
     dead (never active) and always-active units on this data.
     """
-    rows = unit_frequencies if params["per_unit"] else columns_of
-    per_sample(
-        "activations",
-        params,
-        {"data": params["data"]},
-        ["active"],
-        OnlySet(activations_summary, listed=True),
-        _render,
-        columns=OnlySet(rows),
+    from ..commands import activations as run
+
+    result = run(
+        params["checkpoints"],
+        params["data"],
+        per_unit=params["per_unit"],
+        setup=decode.setup(params),
+        progress=decode.progress(params, _render),
     )
+    write_tables(result, params)
 
 
-def _render(rows: list[dict[str, Any]], arch: str) -> None:
-    row = rows[0]
+def _render(net: Any, summary: Sequence[dict[str, Any]], rows: Mapping[str, Any]) -> None:
+    row = summary[0]
     layers = [k.removeprefix("width_") for k in row if k.startswith("width_")]
-    rows = [
+    table = [
         (
             f"layer {key[1:]} ({row[f'width_{key}']})" if key != "total" else "total",
             *(row[f"active_{key}_{s}"] for s in _STATS),
@@ -57,7 +55,7 @@ def _render(rows: list[dict[str, Any]], arch: str) -> None:
         for key in layers
     ]
     render.show_table(
-        f"{row['checkpoint']}: {arch}, active units on {row['samples']:,} samples",
+        f"{row['checkpoint']}: {net.describe()}, active units on {row['samples']:,} samples",
         ["layer (width)", "mean", "variance", "skewness", "ex. kurtosis", "normal p", "dead", "always on"],
-        rows,
+        table,
     )

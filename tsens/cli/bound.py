@@ -5,44 +5,15 @@ from __future__ import annotations
 
 import math
 import os
-from contextlib import AbstractContextManager
 from typing import Any
 
 import click
-from rich import box
-from rich.table import Table
 
-from ..bounds import BOUNDS, crossings, resolve_bound
-from ..errors import ThresholdExceeded, TsensError
-from ..jobs import bound_job
-from ..runs import CheckpointRef
-from . import inputs, options, render
+from ..choices import BOUNDS
+from ..errors import ThresholdExceeded
+from . import decode, options, render, thresholds
 from .command import command
-from .flow import run_jobs
-from .outputs import Tables, checked_targets
-
-Threshold = tuple[str, float]
-
-
-def _thresholds(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[Threshold]:
-    out = []
-    for value in values:
-        name, sep, number = value.partition("=")
-        try:
-            limit = float(number)
-        except ValueError:
-            limit = None
-        if not sep or not name.strip() or limit is None:
-            raise click.BadParameter(f"{value!r}: expected BOUND=LOG10, e.g. path=12")
-        out.append((name.strip(), limit))
-    return out
-
-
-def _resolve(thresholds: list[Threshold], with_data: bool, option: str) -> list[Threshold]:
-    try:
-        return [(resolve_bound(name, with_data), limit) for name, limit in thresholds]
-    except TsensError as exc:
-        raise click.BadParameter(str(exc.for_options({"data": "--data"})), param_hint=option) from None
+from .outputs import checked_targets, write_tables
 
 
 @command()
@@ -60,21 +31,21 @@ def _resolve(thresholds: list[Threshold], with_data: bool, option: str) -> list[
 @click.option(
     "--fail-above",
     multiple=True,
-    callback=_thresholds,
+    callback=thresholds.parse,
     metavar="BOUND=LOG10",
     help="Exit 1 if a checkpoint's log10 BOUND is above LOG10 (repeatable; names below).",
 )
 @click.option(
     "--fail-below",
     multiple=True,
-    callback=_thresholds,
+    callback=thresholds.parse,
     metavar="BOUND=LOG10",
     help="Exit 1 if a checkpoint's log10 BOUND is below LOG10 (repeatable).",
 )
 @options.compute_options
 @options.executor_options
 @options.output_options
-@checked_targets
+@checked_targets()
 def bound(**params: Any) -> None:
     """Upper bounds on tangent sensitivity ‖T(x)‖_F and on ‖J_logit(x)‖_F, in log10, one row
     per checkpoint ([T] Thm 3.1–3.2).
@@ -83,8 +54,8 @@ def bound(**params: Any) -> None:
     spectral (norm products), and the tightest of each; the weight norms they read (raw and
     BatchNorm-folded) and log10 w = Σ log10 max|W_l|. With --data also the Gaussian fit
     (active_mean, active_std; population std, ddof = 0, as in the author's code) of the total
-    active count, the gauss and gauss-paper bounds and the measured mean and max of ‖T‖ and
-    ‖J_logit‖.
+    active count, the gauss and gauss-paper bounds, the measured mean and max of ‖T‖ and
+    ‖J_logit‖, and the looseness of the tightest bound (tightest − measured max, in decades).
 
     \b
     BOUND names for --fail-above/--fail-below: any log10_ column, with or
@@ -93,31 +64,23 @@ def bound(**params: Any) -> None:
     also gauss, gauss_paper, tangent_measured_mean, tangent_measured_max,
     jacobian_measured_mean, jacobian_measured_max. Example: --fail-above path=12.
     """
+    from ..commands import bound as run
+
     with_data = params["data"] is not None
-    above = _resolve(params["fail_above"], with_data, "--fail-above")
-    below = _resolve(params["fail_below"], with_data, "--fail-below")
-    compute = inputs.compute(params)
-    refs = inputs.checkpoints(params)
-    data = inputs.dataset(params["data"], params) if with_data else None
-    tables = Tables("bound", params, {"data": params["data"]})
-    shared = dict(data=data, reading=params["reading"], compute=compute, load=inputs.loader(params))
-
-    def item_progress(ref: CheckpointRef) -> AbstractContextManager[Any]:
-        return render.progress(params, ref.path, len(data) if data is not None else 0)
-
-    rows, summaries = [], []
-    for ref, out in zip(refs, run_jobs(params, compute, bound_job, refs, shared, item_progress), strict=True):
-        rep = out.detail
-        row = rep.row()
-        cols = rep.layer_rows() if params["per_layer"] else {k: [v] for k, v in row.items()}
-        cols.pop("checkpoint")
-        summaries.extend(out.summary)
-        tables.add(ref, out.network, cols, out.summary, out.applied)
-        rows.append(row)
-    if not inputs.quiet(params):
-        _render(summaries, params["reading"], with_data)
-    tables.write()
-    crossed = [msg for row in rows for msg in crossings(row, above, below)]
+    above = thresholds.resolve(params["fail_above"], with_data, "--fail-above")
+    below = thresholds.resolve(params["fail_below"], with_data, "--fail-below")
+    result = run(
+        params["checkpoints"],
+        params["data"],
+        reading=params["reading"],
+        per_layer=params["per_layer"],
+        setup=decode.setup(params),
+        progress=decode.progress(params),
+    )
+    if not params["quiet"]:
+        _render(result.summary_rows, params["reading"], with_data)
+    write_tables(result, params)
+    crossed = [msg for row in result.extra["rows"] for msg in thresholds.crossings(row, above, below)]
     if crossed:
         raise ThresholdExceeded("; ".join(crossed))
 
@@ -133,40 +96,44 @@ def _labels(paths: list[str]) -> tuple[str, list[str]]:
 
 def _render(rows: list[dict[str, Any]], reading: str, with_data: bool) -> None:
     """One compact table (fits 80 columns with data): log10 tangent bounds, the tightest, the
-    tightest Jacobian bound, and with data the Gaussian bounds, the measured max ‖T‖ and the gap."""
+    tightest Jacobian bound, and with data the Gaussian bounds, the measured max ‖T‖ and the
+    looseness of the tightest bound."""
+    from rich import box
+    from rich.table import Table
+
     common, labels = _labels([r["checkpoint"] for r in rows])
-    table = Table(
-        title=f"tsens bound: {common}/" if common else "tsens bound",
-        box=box.SIMPLE_HEAD,
-        padding=0,
-        show_edge=False,
-        title_justify="left",
-        caption_justify="left",
-    )
-    table.add_column("checkpoint", overflow="fold", min_width=14)
+    render.note(f"tsens bound: {common}/" if common else "tsens bound")
+    table = Table(box=box.SIMPLE_HEAD, padding=0, show_edge=False)
+    table.add_column("checkpoint", min_width=14)
     keys = [*(f"log10_tangent_{k}" for k in BOUNDS), "tightest_tangent", "log10_jacobian_tightest"]
     header = [*BOUNDS, "tightest", "J"]
     if with_data:
-        keys += ["log10_tangent_gauss", "log10_tangent_gauss_paper", "log10_tangent_measured_max", "gap"]
-        header += ["gauss", "g-paper", "max", "gap"]
+        keys += [
+            "log10_tangent_gauss",
+            "log10_tangent_gauss_paper",
+            "log10_tangent_measured_max",
+            "looseness",
+        ]
+        header += ["gauss", "g-paper", "max", "loose"]
     for name in header:
         table.add_column(name, justify="right", no_wrap=True)
     for r, label in zip(rows, labels, strict=True):
         cells = [v if isinstance(v, str) else _decades(v) for v in (r[k] for k in keys)]
         table.add_row(f"{label} ({r['architecture']})", *cells)
-    table.caption = (
+    render.show(table)
+    caption = (
         f"log10 bounds on ‖T(x)‖_F ({reading} reading) over all inputs; J = the tightest bound on "
         "‖J_logit(x)‖_F (all in the table)."
     )
     if with_data:
-        table.caption += (
-            " max = the largest ‖T(x)‖_F measured on the data; gap = tightest − max, in decades. "
+        caption += (
+            " max = the largest ‖T(x)‖_F measured on the data; loose = tightest − max, in decades. "
             "gauss, g-paper ([T] eq. 2) hold in expectation under the Gaussian fit of the active count; "
             "n/a where they do not apply (no hidden layer, or a measured max of 0)."
         )
     else:
-        table.caption += " gauss, gauss-paper and measured values need --data."
-    render.console.print(table)
+        caption += " gauss, gauss-paper and measured values need --data."
+    render.note(caption)
 
 
 def _decades(value: float | None) -> str:

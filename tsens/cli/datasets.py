@@ -6,11 +6,8 @@ from typing import Any
 
 import click
 
-from ..datasets import available_datasets
-from ..tables import make_table, provenance, write_table
-from . import render
+from . import options, render
 from .command import command
-from .options import debug_option
 from .outputs import checked_targets
 
 
@@ -21,15 +18,13 @@ from .outputs import checked_targets
 @click.option(
     "-o", "--output", default=None, metavar="PATH", help="Write the listing as a table (- = stdout)."
 )
-@click.option(
-    "--format", "fmt", type=click.Choice(["parquet", "arrow", "csv", "json", "jsonl"]), default=None
-)
-@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-@click.option("-q", "--quiet", is_flag=True, help="No listing on stderr.")
-@debug_option
-@checked_targets
+@options.table_options
+@checked_targets()
 def datasets(**params: Any) -> None:
     """List the named data sets and where each was found (nothing is ever downloaded)."""
+    from ..datasets.named import available_datasets
+    from ..tables import make_table, provenance, write_table
+
     rows = available_datasets(params["data_root"])
     table = make_table(
         {
@@ -37,7 +32,7 @@ def datasets(**params: Any) -> None:
             "found_at": [w for _, w in rows],
             "available": [w != "not found" for _, w in rows],
         },
-        provenance("datasets", options=params),
+        provenance("datasets", options={"data_root": params["data_root"]}),
     )
     if not params["quiet"]:
         render.show_table("named data sets", ["name", "found at"], rows)

@@ -2,48 +2,24 @@
 
 from __future__ import annotations
 
-import glob
 import math
-from pathlib import Path
 from typing import Any
 
 import click
 
+from ..choices import ESTIMATORS
 from ..errors import TsensError
-from ..gap import GapResult, estimate_gap
-from ..gap.calibration import Calibration
-from ..gap.estimators import NAMES
-from ..runs import plan_runs
-from ..tables import provenance
-from . import inputs, options, render
-from .command import command
-from .outputs import Tables, check_side_files, checked_targets, write_side_file
+from . import decode, options, render
+from .command import command, option_names
+from .outputs import checked_targets, write_side_file, write_tables
 
 SIDE_FILES = (("--plot", "plot", ".png"), ("--save-calibration", "save_calibration", ".json"))
 """Extra outputs, refused before any work like ``-o``."""
+NOT_APPLICABLE = {"no-hidden-layer"}
+"""Statuses shown as n/a: the estimator does not apply to the checkpoint."""
 
 
-def _estimators(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    chosen = tuple(m.strip() for m in value.split(",") if m.strip())
-    if chosen == ("all",):
-        return NAMES
-    bad = [m for m in chosen if m not in NAMES]
-    if bad or not chosen:
-        raise click.BadParameter(f"{value!r}: expected all or a comma-separated subset of {', '.join(NAMES)}")
-    return chosen
-
-
-def _expand(patterns: tuple[str, ...]) -> list[str]:
-    paths: list[str] = []
-    for pattern in patterns:
-        found = sorted(glob.glob(pattern)) or ([pattern] if Path(pattern).exists() else [])
-        if not found:
-            raise TsensError(f"--calibrate {pattern!r} matches no file")
-        paths += found
-    return paths
-
-
-@command("estimate-gap")
+@command("estimate-gap", aliases={"fit_calibration": "--save-calibration"})
 @options.checkpoint_options
 @options.data_option("--train", help="The training set, with labels: a name (digits, cifar, ...) or a file.")
 @options.data_option(
@@ -53,9 +29,9 @@ def _expand(patterns: tuple[str, ...]) -> list[str]:
 @click.option(
     "--estimators",
     default="all",
-    callback=_estimators,
+    callback=options.comma_list(ESTIMATORS, everything=True),
     show_default=True,
-    help=f"Comma-separated subset of {', '.join(NAMES)} (naive is always included).",
+    help=f"Comma-separated subset of {', '.join(ESTIMATORS)} (naive is always included).",
 )
 @click.option(
     "--calibrate",
@@ -81,7 +57,7 @@ def _expand(patterns: tuple[str, ...]) -> list[str]:
 @options.compute_options
 @options.executor_options
 @options.output_options
-@checked_targets
+@checked_targets(*SIDE_FILES)
 def estimate_gap_command(**params: Any) -> None:
     """Estimate test loss (nats) and accuracy of every checkpoint without test labels.
 
@@ -93,58 +69,40 @@ def estimate_gap_command(**params: Any) -> None:
     labels, leave-one-run-out over the given runs). With test labels the summary says how good
     each estimator is: MAE, Kendall's τ, and whether it beats naive, doc and the best baseline.
     """
-    check_side_files(params, SIDE_FILES)
-    if params.get("calibration") and params.get("calibrate"):
-        raise TsensError("give --calibrate GLOB or --calibration FILE, not both")
-    if params.get("save_calibration") and params.get("calibration"):
+    from ..commands import estimate_gap
+
+    setup = decode.setup(params)
+    test = setup.dataset(params["test"])
+    if params["summary_path"] and test.y is None:
         raise TsensError(
-            "--save-calibration writes a calibration fitted here; --calibration gives one already"
-        )
-    compute = inputs.compute(params)
-    refs = inputs.checkpoints(params)
-    calibration_refs = plan_runs(_expand(params["calibrate"])) if params["calibrate"] else []
-    calibration = Calibration.load(params["calibration"]) if params["calibration"] else None
-    train = inputs.dataset(params["train"], params)
-    test = inputs.dataset(params["test"], params)
-    can_fit = bool(calibration_refs) or (test.y is not None and len({r.run for r in refs}) >= 2)
-    if params["save_calibration"] and not can_fit:
-        raise TsensError(
-            "--save-calibration needs --calibrate checkpoints, or a labelled --test and checkpoints "
-            "of at least 2 runs"
+            f"--summary writes the evaluation of the estimators, which needs test labels; "
+            f"--test {params['test']!r} has none"
         )
     result = estimate_gap(
-        refs,
-        train,
+        params["checkpoints"],
+        params["train"],
         test,
         estimators=params["estimators"],
-        calibration=calibration,
-        calibration_refs=calibration_refs,
+        calibrate=params["calibrate"],
+        calibration=params["calibration"],
         sibling_key=params["sibling_key"],
-        compute=compute,
-        load=inputs.loader(params),
         fit_calibration=bool(params["save_calibration"]),
-        executor=inputs.executor(params, compute),
-        progress=lambda ref: render.progress_sets(params, ref.path, {"train": len(train), "test": len(test)}),
+        setup=setup,
+        progress=decode.progress(params),
     )
-    tables = Tables("estimate-gap", params, {"train": params["train"], "test": params["test"]})
-    for ref, row, cf in zip(refs, result.rows, result.features, strict=True):
-        columns = {k: [v] for k, v in row.items() if k not in ("checkpoint", "run", "step")}
-        tables.add(ref, cf.network, columns, applied=cf.applied)
-    tables.add_summary([*(result.evaluation or []), *(result.ranking or [])])
+    names = option_names(click.get_current_context().command)
     for note in result.notes:
-        render.warn(note)
-    if not inputs.quiet(params):
-        _render(result)
-    tables.write()
+        render.warn(str(TsensError(note).for_options(names)))
+    gap = result.extra["gap"]
+    if not params["quiet"]:
+        _render(gap)
+    write_tables(result, params)
     if params["save_calibration"]:
-        if result.calibration is None:
+        calibration = gap.calibration
+        if calibration is None:
             raise TsensError(
                 "--save-calibration: no calibration was fitted (give --calibrate or a labelled --test)"
             )
-        result.calibration.provenance = provenance(
-            "estimate-gap", tables.records, tables.data, {k: v for k, v in params.items() if k != "force"}
-        )
-        calibration = result.calibration
         write_side_file(
             params,
             "save_calibration",
@@ -154,15 +112,17 @@ def estimate_gap_command(**params: Any) -> None:
     if params["plot"]:
         from ..plots import plot_gap
 
-        write_side_file(params, "plot", lambda p: plot_gap(result, p))
+        write_side_file(params, "plot", lambda p: plot_gap(gap, p))
 
 
 def _cell(row: dict[str, Any], loss: str, acc: str, status: str | None = None) -> str:
-    text = f"{row[loss]:.3f} ({100 * row[acc]:.1f})" if math.isfinite(row[loss]) else "n/a"
-    return text + ("*" if status and row.get(status, "ok") != "ok" else "")
+    state = row.get(status, "ok") if status else "ok"
+    if state in NOT_APPLICABLE or not math.isfinite(row[loss]):
+        return "n/a"
+    return f"{row[loss]:.3f} ({100 * row[acc]:.1f})" + ("*" if state != "ok" else "")
 
 
-def _render(result: GapResult) -> None:
+def _render(result: Any) -> None:
     names = [k.removeprefix("status_") for k in result.rows[0] if k.startswith("status_")]
     runs: dict[str, list[dict[str, Any]]] = {}
     for row in result.rows:
@@ -182,7 +142,7 @@ def _render(result: GapResult) -> None:
             f"{run}: test loss (accuracy %) by step",
             ["", *(render.fmt(r["step"]) for r in rows)],
             table,
-            caption="* fell back to naive (see the status columns)",
+            caption="* fell back to naive (see the status columns); n/a: does not apply (no hidden layer)",
         )
     if result.evaluation is None:
         render.note("the test set has no labels: estimates only, no evaluation")
@@ -227,8 +187,8 @@ def _render(result: GapResult) -> None:
     if not ranked:  # fewer than three checkpoints, or a constant gap: no ranking is defined
         return
     render.show_table(
-        "which label-free measure ranks the generalization gap (Kendall's τ across checkpoints)",
-        ["measure", "τ with loss gap", "τ with accuracy gap"],
+        "which label-free feature ranks the generalization gap (Kendall's τ across checkpoints)",
+        ["feature", "τ with loss gap", "τ with accuracy gap"],
         [(r["name"], r["kendall_loss_gap"], r["kendall_acc_gap"]) for r in ranked[:8]],
     )
 

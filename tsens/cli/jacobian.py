@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import click
 
-from ..errors import TsensError
-from ..jobs import OnlySet
-from ..measures import Options
-from ..summaries import DESCRIBED, SENSITIVITY_COLUMNS, columns_of, jacobian_summary
-from . import options, render
+from ..choices import SENSITIVITIES
+from . import decode, options, render
 from .command import command
-from .flow import per_sample
-from .outputs import checked_targets
-
-MEASURES = ("jacobian", "tangent")
-
-
-def _measures(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
-    chosen = tuple(m.strip() for m in value.split(",") if m.strip())
-    bad = [m for m in chosen if m not in MEASURES]
-    if bad or not chosen:
-        raise click.BadParameter(f"{value!r}: expected a comma-separated subset of {', '.join(MEASURES)}")
-    return chosen
+from .outputs import checked_targets, write_tables
 
 
 @command()
@@ -32,10 +19,11 @@ def _measures(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
 @options.preprocess_options
 @click.option(
     "--measures",
-    default="jacobian,tangent",
-    callback=_measures,
+    "sensitivities",
+    default=",".join(SENSITIVITIES),
+    callback=options.comma_list(SENSITIVITIES),
     show_default=True,
-    help="Which measures: jacobian, tangent or both.",
+    help="Which sensitivities: jacobian, tangent or both.",
 )
 @options.tangent_option("T of the summed logits (sum) or of every logit (all).")
 @click.option(
@@ -47,7 +35,7 @@ def _measures(ctx: click.Context, param: click.Parameter, value: str) -> tuple[s
 @options.compute_options
 @options.executor_options
 @options.output_options
-@checked_targets
+@checked_targets()
 def jacobian(**params: Any) -> None:
     """Per-sample Jacobian norms ‖J_prob‖_F, ‖J_logit‖_F ([N] §3) and tangent sensitivity
     ‖T(x)‖_F ([T] Def. 3.1), in exact closed forms.
@@ -55,24 +43,24 @@ def jacobian(**params: Any) -> None:
     With labels also loss (nats), correctness and the true class's ‖J_y‖₂ with [N] App. A.3's
     loss-based predictions beside it. Bigger = more sensitive.
     """
-    if params["probes"] is not None and "tangent" not in params["measures"]:
-        raise TsensError("--probes only applies to the tangent measure; add it to --measures")
-    settings = Options(reading=params["reading"], probes=params["probes"])
-    measures = ["predictions", *params["measures"]]
-    per_sample(
-        "jacobian",
-        params,
-        {"data": params["data"]},
-        measures,
-        OnlySet(jacobian_summary, listed=True),
-        _render,
-        options=settings,
-        columns=OnlySet(columns_of),
+    from ..commands import jacobian as run
+
+    result = run(
+        params["checkpoints"],
+        params["data"],
+        sensitivities=params["sensitivities"],
+        reading=params["reading"],
+        probes=params["probes"],
+        setup=decode.setup(params),
+        progress=decode.progress(params, _render),
     )
+    write_tables(result, params)
 
 
-def _render(rows: list[dict[str, Any]], arch: str) -> None:
-    row = rows[0]
+def _render(net: Any, summary: Sequence[dict[str, Any]], rows: Mapping[str, Any]) -> None:
+    from ..summaries import DESCRIBED, SENSITIVITY_COLUMNS
+
+    row = summary[0]
     names = [c for c in SENSITIVITY_COLUMNS if f"{c}_mean" in row]
     caption = ""
     if "loss_mean" in row:
@@ -85,7 +73,7 @@ def _render(rows: list[dict[str, Any]], arch: str) -> None:
                 f"‖J_y‖₂ inside eq. 5's bracket for {row['eq5_inside_share']:.1%} of samples"
             )
     render.show_table(
-        f"{row['checkpoint']}: {arch}, {row['samples']:,} samples",
+        f"{row['checkpoint']}: {net.describe()}, {row['samples']:,} samples",
         ["measure", *DESCRIBED],
         [(name, *(row[f"{name}_{k}"] for k in DESCRIBED)) for name in names],
         caption=caption,

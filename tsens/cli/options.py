@@ -1,16 +1,17 @@
-"""Every option shared between commands, declared once (sqlite-utils style option stacks)."""
+"""Every option shared between commands, declared once (sqlite-utils style option stacks).
+
+Nothing here imports torch or scipy: ``tsens --help`` and ``tsens COMMAND --help`` answer at
+once; the choices come from :mod:`tsens.choices`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
-from ..executors import EXECUTORS
-from ..measures import MEMBERSHIP_MODES
-from ..tables import FORMATS
-from ..tangent import READINGS
+from ..choices import DTYPES, EXECUTORS, MEMBERSHIP_MODES, NORMALIZATIONS, READINGS, TABLE_FORMATS
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
@@ -50,6 +51,22 @@ def _floats(ctx: click.Context, param: click.Parameter, value: str | None) -> tu
         raise click.BadParameter(f"{value!r}: expected a number or comma-separated numbers") from None
 
 
+def comma_list(choices: Sequence[str], *, everything: bool = False) -> Callable[..., tuple[str, ...]]:
+    """A callback reading a comma-separated subset of ``choices`` (with ``everything``, ``all``
+    stands for every choice), in the order given, without repeats."""
+
+    def parse(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+        chosen = tuple(dict.fromkeys(m.strip() for m in value.split(",") if m.strip()))
+        if everything and chosen == ("all",):
+            return tuple(choices)
+        if not chosen or any(m not in choices for m in chosen):
+            expected = ("all or " if everything else "") + "a comma-separated subset of " + ", ".join(choices)
+            raise click.BadParameter(f"{value!r}: expected {expected}")
+        return chosen
+
+    return parse
+
+
 checkpoint_options = stack(
     click.argument("checkpoints", nargs=-1, required=True, type=click.Path()),
     click.option(
@@ -72,9 +89,12 @@ checkpoint_options = stack(
 def data_option(
     *names: str, required: bool = True, help: str = "Data set: a name (digits, cifar-test, ...) or a file."
 ) -> Decorator:
-    """A data set spec option (``--data`` unless other names are given)."""
+    """A data set spec option (``--data`` unless other names are given). A required one has no
+    default: click would take an explicit default of None as given."""
     decls = names or ("--data",)
-    return click.option(*decls, required=required, default=None, metavar="SET", help=help)
+    if required:
+        return click.option(*decls, required=True, metavar="SET", help=help)
+    return click.option(*decls, default=None, metavar="SET", help=help)
 
 
 preprocess_options = stack(
@@ -83,7 +103,7 @@ preprocess_options = stack(
     ),
     click.option(
         "--normalize",
-        type=click.Choice(["none", "standard", "cifar10", "mnist"]),
+        type=click.Choice(NORMALIZATIONS),
         default=None,
         help="Input normalisation (default: the checkpoint's record, else none; a given value wins, "
         "with a warning if they differ).",
@@ -100,7 +120,7 @@ preprocess_options = stack(
 
 compute_options = stack(
     click.option("--device", default="cpu", show_default=True, help="cpu | cuda | cuda:N | auto."),
-    click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32", show_default=True),
+    click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True),
     click.option("--batch-size", type=int, default=1024, show_default=True),
     click.option(
         "--seed",
@@ -111,6 +131,18 @@ compute_options = stack(
     ),
 )
 
+table_options = stack(
+    click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(TABLE_FORMATS),
+        default=None,
+        help="Table format (overrides the suffix).",
+    ),
+    click.option("--force", is_flag=True, help="Overwrite existing output files."),
+    click.option("-q", "--quiet", is_flag=True, help="No summary or progress on stderr."),
+    debug_option,
+)
 
 output_options = stack(
     click.option(
@@ -127,16 +159,7 @@ output_options = stack(
         metavar="PATH",
         help="Write the summary (one row per checkpoint and data set), same formats as -o.",
     ),
-    click.option(
-        "--format",
-        "fmt",
-        type=click.Choice(FORMATS),
-        default=None,
-        help="Table format (overrides the suffix).",
-    ),
-    click.option("--force", is_flag=True, help="Overwrite existing output files."),
-    click.option("-q", "--quiet", is_flag=True, help="No summary or progress on stderr."),
-    debug_option,
+    table_options,
 )
 
 

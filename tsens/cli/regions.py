@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
-from ..measures import Options
-from ..stream import SetResult
-from ..summaries import regions_summary
-from . import options, render
+from . import decode, options, render
 from .command import command
-from .flow import per_sample
-from .outputs import checked_targets
-
-MEASURES = ("region", "membership", "boundary", "path_score", "tangent")
+from .outputs import checked_targets, write_tables
 
 
 @command()
@@ -28,7 +20,7 @@ MEASURES = ("region", "membership", "boundary", "path_score", "tangent")
 @options.compute_options
 @options.executor_options
 @options.output_options
-@checked_targets
+@checked_targets()
 def regions(**params: Any) -> None:
     """Region id, log membership ([T] eq. 4), exact distance to the region boundary (and its
     layer), path score P(x) ([T] eq. 3, 7) and ‖T(x)‖_F per sample ([T] §3.1).
@@ -36,44 +28,34 @@ def regions(**params: Any) -> None:
     A larger boundary distance or membership means x sits deeper inside its region. The
     summary gives distinct regions, samples per region, the share of samples alone, the
     occupancy entropy (nats), S_emp, and with --test the share of test samples whose region
-    holds a training sample.
+    holds a sample of --data.
     """
-    settings = Options(
-        reading=params["reading"], membership=params["membership"], temperature=params["temperature"]
+    from ..commands import regions as run
+
+    result = run(
+        params["checkpoints"],
+        params["data"],
+        params["test"],
+        membership=params["membership"],
+        temperature=params["temperature"],
+        reading=params["reading"],
+        setup=decode.setup(params),
+        progress=decode.progress(params, _render),
     )
-    specs = {"data": params["data"], **({"test": params["test"]} if params["test"] else {})}
-    per_sample(
-        "regions",
-        params,
-        specs,
-        MEASURES,
-        regions_summary,
-        _render,
-        options=settings,
-        columns=stacked_columns,
-    )
+    write_tables(result, params)
 
 
-def stacked_columns(results: Mapping[str, SetResult]) -> dict[str, np.ndarray]:
-    """The sets' columns one under the other, with a ``set`` column in front."""
-    per_set = {name: r.columns for name, r in results.items()}
-    names = list(per_set)
-    out = {"set": np.concatenate([np.full(len(per_set[n]["sample"]), n, dtype=object) for n in names])}
-    for key in per_set[names[0]]:
-        out[key] = np.concatenate([per_set[n][key] for n in names])
-    return out
-
-
-def _render(rows: list[dict[str, Any]], arch: str) -> None:
+def _render(net: Any, summary: Sequence[dict[str, Any]], rows: Mapping[str, Any]) -> None:
     keys = ("samples", "regions", "max_per_region", "mean_per_region", "alone_share", "entropy")
-    table = [(r["set"], *(r[k] for k in keys), r["boundary_distance_median"], r["s_emp"]) for r in rows]
-    shared = [r for r in rows if "shared_region_share" in r]
+    table = [(r["set"], *(r[k] for k in keys), r["boundary_distance_median"], r["s_emp"]) for r in summary]
+    first = summary[0]["set"]
     caption = "".join(
-        f"{r['set']} samples in a region that holds a training sample: {r['shared_region_share']:.2%}"
-        for r in shared
+        f"{r['set']} samples in a region that holds a {first} sample: {r['shared_region_share']:.2%}"
+        for r in summary
+        if "shared_region_share" in r
     )
     render.show_table(
-        f"{rows[0]['checkpoint']}: {arch}",
+        f"{summary[0]['checkpoint']}: {net.describe()}",
         [
             "set",
             "samples",

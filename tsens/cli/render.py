@@ -1,9 +1,17 @@
-"""Human output: rich tables and progress on stderr (stdout is kept for data)."""
+"""Human output: rich tables, notes, warnings and progress on stderr (stdout is kept for data).
+
+On a terminal the output fits its width. Anywhere else (a log, a pipe, CI) nothing is ever
+wrapped or cut, whatever ``COLUMNS`` says: a path or a number stays on one line for grep.
+Progress is drawn on a terminal only, never in CI logs: one overall line (jobs done of all, the
+time left) and a bar for the samples of the job at hand. Warnings are gathered during a command
+and shown once per cause at its end, with how often they came.
+"""
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -14,9 +22,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-# Off a terminal (CI logs, pipes) rich would assume 80 columns and elide numbers; use 160.
-_WIDTH = None if sys.stderr.isatty() or "COLUMNS" in os.environ else 160
-console = Console(stderr=True, highlight=False, width=_WIDTH)
+Show = Callable[[Any, Sequence[dict[str, Any]], Mapping[str, Any]], None]
+"""Renders one checkpoint: its network, its summary rows, its rows (``-o`` columns)."""
+
+UNWRAPPED = 100_000
+"""The width off a terminal: wide enough that no line of a table is ever wrapped or cut."""
+
+
+def _console() -> Console:
+    terminal = sys.stderr.isatty()
+    return Console(
+        stderr=True, highlight=False, width=None if terminal else UNWRAPPED, soft_wrap=not terminal
+    )
+
+
+console = _console()
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -39,15 +59,23 @@ def fmt(value: Any, digits: int = 4) -> str:
 def show_table(
     title: str, header: Sequence[str], rows: Sequence[Sequence[Any]], caption: str = "", text_columns: int = 1
 ) -> None:
-    """A rich table on stderr: the first ``text_columns`` left-aligned, numbers right-aligned."""
-    table = Table(title=title, title_justify="left")
+    """A rich table on stderr under its title (a line of its own, so that a long path in it is
+    never folded to the table's width): the first ``text_columns`` left-aligned, numbers
+    right-aligned."""
+    note(title)
+    table = Table()
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i < text_columns else "right")
     for row in rows:
         table.add_row(*(fmt(v) for v in row))
-    console.print(table)
+    show(table)
     if caption:
-        console.print(Text(caption), soft_wrap=True)
+        note(caption)
+
+
+def show(renderable: Any) -> None:
+    """Anything rich draws (a table), on stderr."""
+    console.print(renderable)
 
 
 def show_mapping(title: str, values: Mapping[str, Any]) -> None:
@@ -56,11 +84,11 @@ def show_mapping(title: str, values: Mapping[str, Any]) -> None:
 
 
 def note(message: str) -> None:
-    console.print(Text(message), soft_wrap=True)
+    console.print(Text(message))
 
 
 def error(prefix: str, message: str) -> None:
-    """A red prefix and the message verbatim (no markup parsing of user text)."""
+    """A red prefix and the message verbatim (no markup parsing of user text), on one line."""
     console.print(Text.assemble((prefix, "bold red"), message), soft_wrap=True)
 
 
@@ -73,38 +101,70 @@ def progress_enabled(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty() and not os.environ.get("CI")
 
 
-@contextmanager
-def progress_bar(description: str, total: int, enabled: bool) -> Iterator[Any]:
-    """A callback that advances a rich progress bar by n samples (a no-op when disabled)."""
-    if not enabled:
-        yield None
-        return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+class TerminalProgress:
+    """The command line's :class:`tsens.commands.Progress`: on a terminal one overall line (jobs
+    done, time left) and a bar for the job at hand; ``show`` renders each checkpoint as it
+    comes (None: nothing)."""
+
+    def __init__(self, quiet: bool, show: Show | None = None) -> None:
+        self.enabled = progress_enabled(quiet)
+        self.show = None if quiet else show
+        self._bar: Progress | None = None
+
+    @contextmanager
+    def overall(self, total: int, unit: str) -> Iterator[Callable[[int], None] | None]:
+        if not self.enabled:
+            yield None
+            return
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as bar:
+            self._bar = bar
+            task = bar.add_task(unit, total=total)
+            try:
+                yield lambda n: bar.advance(task, n)
+            finally:
+                self._bar = None
+
+    @contextmanager
+    def item(self, label: str, size: int) -> Iterator[Callable[[int], None] | None]:
+        bar = self._bar
+        if bar is None or size <= 0:
+            yield None
+            return
+        task = bar.add_task(label, total=size)
+        try:
+            yield lambda n: bar.advance(task, n)
+        finally:
+            bar.remove_task(task)
+
+    def checkpoint(
+        self, network: Any, summary: Sequence[dict[str, Any]], columns: Mapping[str, Any] | None
+    ) -> None:
+        if self.show is not None:
+            self.show(network, summary, columns)
 
 
-@contextmanager
-def progress(params: Mapping[str, Any], label: str, total: int) -> Iterator[Any]:
-    """A progress callback for one pass of ``total`` samples (None off a terminal or with -q)."""
-    with progress_bar(label, total, progress_enabled(bool(params.get("quiet")))) as advance:
-        yield advance
+_SUBJECT = re.compile(r"^\S+(?: \([^)]*\))?: ")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
-@contextmanager
-def progress_sets(
-    params: Mapping[str, Any], label: str, sizes: Mapping[str, int]
-) -> Iterator[Callable[[str], Any] | None]:
-    """One bar over several data sets: ``name → callback`` as :func:`tsens.stream.measure_sets`
-    takes it (None off a terminal or with -q)."""
-    with progress_bar(
-        f"{label} ({', '.join(sizes)})", sum(sizes.values()), progress_enabled(bool(params.get("quiet")))
-    ) as advance:
-        yield None if advance is None else (lambda _name: advance)
+class Warnings:
+    """Warnings gathered during one command and shown once per cause (the message without the
+    checkpoint it names, numbers aside), with how many more times it came."""
+
+    def __init__(self) -> None:
+        self.causes: dict[tuple[bool, str], list[Any]] = {}
+
+    def add(self, text: str, is_note: bool) -> None:
+        cause = _NUMBER.sub("#", _SUBJECT.sub("", text, count=1))
+        seen = self.causes.setdefault((is_note, cause), [text, 0])
+        seen[1] += 1
+
+    def clear(self) -> None:
+        self.causes.clear()
+
+    def flush(self) -> None:
+        for (is_note, _), (text, count) in self.causes.items():
+            more = f" (and {count - 1} more like it)" if count > 1 else ""
+            (note if is_note else warn)(("note: " if is_note else "") + text + more)
+        self.causes.clear()

@@ -18,10 +18,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ..choices import NORMALIZATIONS
 from ..errors import TsensError
 
 PREPROCESS_KEY = "tsens.preprocess"
-NORMALIZATIONS = ("none", "standard", "cifar10", "mnist")
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 MNIST_MEAN = (0.1307,)

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import TsensError
 from ..files import atomic_output
+from .features import true_gap
 
 TARGETS = ("loss", "acc")
 FEATURE_SETS: dict[str, tuple[str, ...]] = {}
@@ -73,6 +74,14 @@ EXTRAPOLATION = 0.5
 MAX_FOLDS = 10
 MIN_RUNS = 5
 """Fewer calibration runs than this are too few to choose features and α honestly."""
+
+
+def gap_arrays(
+    rows: Sequence[Mapping[str, float]], truths: Sequence[Mapping[str, float]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The loss gaps and the accuracy gaps (:func:`~.features.true_gap`) of calibration rows."""
+    gaps = np.array([true_gap(r, t) for r, t in zip(rows, truths, strict=True)], dtype=np.float64)
+    return gaps[:, 0], gaps[:, 1]
 
 
 def derived(features: Mapping[str, float]) -> dict[str, float]:
@@ -240,8 +249,7 @@ def calibrate(
     provenance: Mapping[str, Any] | None = None,
 ) -> Calibration:
     """Fit both gap models and the mean gaps on calibration checkpoints."""
-    loss_gap = np.array([t["test_loss"] - r["train_loss"] for r, t in zip(rows, truths, strict=True)])
-    acc_gap = np.array([t["test_acc"] - r["train_acc"] for r, t in zip(rows, truths, strict=True)])
+    loss_gap, acc_gap = gap_arrays(rows, truths)
     return Calibration(
         fit(rows, loss_gap, groups),
         fit(rows, acc_gap, groups),

@@ -45,20 +45,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NAMES = (
-    "naive",
-    "layer-norm",
-    "kummer",
-    "membership",
-    "jacobian",
-    "confidence",
-    "doc",
-    "atc",
-    "disagreement",
-    "mean-gap",
-    "calibrated",
-)
-PAPER = ("layer-norm", "kummer", "membership", "jacobian")
 BASELINES = ("naive", "confidence", "doc", "atc")
 """What every estimator is compared with: test = train, and the literature's label-free ones."""
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..summaries import rank_correlation
 from .estimators import BASELINES
+from .features import true_gap
 
 Row = dict[str, Any]
 
@@ -62,6 +63,9 @@ def evaluate(rows: Sequence[Mapping[str, Any]], estimators: Sequence[str]) -> li
     truth_acc = np.array([r["test_acc"] for r in rows], dtype=np.float64)
     train_loss = np.array([r["train_loss"] for r in rows], dtype=np.float64)
     train_acc = np.array([r["train_acc"] for r in rows], dtype=np.float64)
+    loss_gap, acc_gap = (
+        np.array(g, dtype=np.float64) for g in zip(*(true_gap(r, r) for r in rows), strict=True)
+    )
     out: list[Row] = []
     for name in estimators:
         key = name.replace("-", "_")
@@ -75,8 +79,8 @@ def evaluate(rows: Sequence[Mapping[str, Any]], estimators: Sequence[str]) -> li
                 "mae_loss": float(np.mean(np.abs(loss - truth_loss))),
                 "mae_acc_points": float(100 * np.mean(np.abs(acc - truth_acc))),
                 "kendall_loss": kendall(loss, truth_loss),
-                "kendall_loss_gap": kendall(loss - train_loss, truth_loss - train_loss),
-                "kendall_acc_gap": kendall(acc - train_acc, truth_acc - train_acc),
+                "kendall_loss_gap": kendall(loss - train_loss, loss_gap),
+                "kendall_acc_gap": kendall(acc - train_acc, acc_gap),
                 "fallbacks": sum(1 for r in rows if r.get(f"status_{key}", "ok") != "ok"),
             }
         )
@@ -104,10 +108,9 @@ def _compare(out: list[Row]) -> None:
             r[f"winner_{suffix}"] = r["name"] == winner
 
 
-def rank_measures(rows: Sequence[Mapping[str, Any]]) -> list[Row]:
+def rank_features(rows: Sequence[Mapping[str, Any]]) -> list[Row]:
     """Kendall's τ of every label-free feature with the true loss and accuracy gaps."""
-    loss_gap = [r["test_loss"] - r["train_loss"] for r in rows]
-    acc_gap = [r["test_acc"] - r["train_acc"] for r in rows]
+    loss_gap, acc_gap = (list(g) for g in zip(*(true_gap(r, r) for r in rows), strict=True))
     out = []
     for name in LABEL_FREE:
         if not all(name in r for r in rows):
@@ -115,7 +118,7 @@ def rank_measures(rows: Sequence[Mapping[str, Any]]) -> list[Row]:
         values = [r[name] for r in rows]
         out.append(
             {
-                "kind": "measure",
+                "kind": "feature",
                 "name": name,
                 "checkpoints": len(rows),
                 "kendall_loss_gap": kendall(values, loss_gap),

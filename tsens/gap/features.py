@@ -35,7 +35,9 @@ Features (``_train``/``_test`` are means over the set unless said otherwise):
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -56,6 +58,12 @@ class CheckpointFeatures:
     test_log_probs: np.ndarray | None = field(default=None, repr=False)
     network: Network | None = field(default=None, repr=False)  # path, sha256, activation: no weights
     applied: dict[str, str] = field(default_factory=dict)  # the preprocessing each set got
+
+
+def true_gap(features: Mapping[str, Any], truth: Mapping[str, Any]) -> tuple[float, float]:
+    """The generalization gap, the one quantity every estimator predicts: test − train loss
+    (nats) and test − train accuracy, from a checkpoint's features (or row) and its truth."""
+    return truth["test_loss"] - features["train_loss"], truth["test_acc"] - features["train_acc"]
 
 
 def _mean(values: np.ndarray) -> float:

@@ -15,12 +15,12 @@ replaces (``bench/bench_transitions.py``).
 """
 
 from .exact import ExactCounts, Regions, exact_transitions, piece_tables
-from .result import DEFAULT_POINTS, METHODS, TransitionResult, count_transitions, transitions_summary
+from .result import TransitionResult, count_transitions, transitions_summary
 from .sampled import check_points, sample_parameters, sampled_transitions
 from .trajectories import (
-    KINDS,
     Trajectories,
     check_count,
+    curves_file,
     ellipses_through_data,
     load_trajectories,
     make_trajectories,
@@ -29,9 +29,6 @@ from .trajectories import (
 )
 
 __all__ = [
-    "DEFAULT_POINTS",
-    "KINDS",
-    "METHODS",
     "ExactCounts",
     "Regions",
     "TransitionResult",
@@ -39,6 +36,7 @@ __all__ = [
     "check_count",
     "check_points",
     "count_transitions",
+    "curves_file",
     "ellipses_through_data",
     "exact_transitions",
     "load_trajectories",

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..choices import DEFAULT_POINTS, TRANSITION_METHODS
 from ..compute import Compute
 from ..errors import TsensError
 from ..jacobian import jacobian_norms
@@ -18,9 +19,6 @@ from ..trace import Tracer
 from .exact import Regions, concat_regions, exact_transitions
 from .sampled import check_points, sampled_transitions
 from .trajectories import Trajectories, evaluate
-
-METHODS = ("exact", "sampled")
-DEFAULT_POINTS = 1 << 20
 
 
 @dataclass
@@ -87,7 +85,7 @@ def count_transitions(
     ``exact`` counts every crossing (:mod:`.exact`), ``sampled`` is [N]'s sum over ``points``
     equidistant points (:mod:`.sampled`). Counting is done in float64 whatever ``compute.dtype``.
     """
-    if method not in METHODS:
+    if method not in TRANSITION_METHODS:
         raise TsensError(f"`method` {method!r}: expected exact or sampled")
     check_points(points)
     compute = compute or Compute()

@@ -38,13 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..choices import TRAJECTORY_KINDS
 from ..datasets import Dataset
 from ..datasets.formats import expect_npz
 from ..errors import TsensError
 from ..files import atomic_output
-
-KINDS = ("ellipse", "random-ellipse", "translations")
-"""The named trajectory kinds; anything else given as a kind is read as an ``.npz`` file."""
 
 ELLIPSE_KEYS = ("center", "u", "v")
 
@@ -421,12 +419,29 @@ def load_trajectories(path: str | Path) -> Trajectories:
     )
 
 
+def curves_file(kind: str) -> Trajectories | None:
+    """The curves of a ``trajectory`` that names a file, read once (None for a named kind); a
+    name that is neither a kind nor an ``.npz`` file is refused."""
+    if kind in TRAJECTORY_KINDS:
+        return None
+    if Path(kind).suffix.lower() != ".npz" and not Path(kind).is_file():
+        names = ", ".join(TRAJECTORY_KINDS)
+        raise TsensError(f"`trajectory` {kind!r}: expected {names} or an .npz file of curves")
+    return load_trajectories(kind)
+
+
 def make_trajectories(
-    kind: str, dataset: Dataset | None, dim: int, count: int, seed: int = 0
+    kind: str,
+    dataset: Dataset | None,
+    dim: int,
+    count: int,
+    seed: int = 0,
+    curves: Trajectories | None = None,
 ) -> Trajectories:
-    """The ``count`` curves of ``kind`` (one of :data:`KINDS`, or an ``.npz`` path) for a network
-    with ``dim`` inputs; ``dataset`` (prepared for that network) is needed by ``ellipse`` and
-    ``translations``. Curves from a file keep their own count."""
+    """The ``count`` curves of ``kind`` (a name of :data:`~tsens.choices.TRAJECTORY_KINDS`, or an
+    ``.npz`` path) for a network with ``dim`` inputs; ``dataset`` (prepared for that network) is
+    needed by ``ellipse`` and ``translations``. Curves from a file keep their own count
+    (``curves``: the file's, already read by :func:`curves_file`)."""
     if kind in ("ellipse", "translations"):
         if dataset is None:
             raise TsensError(f"`trajectory` {kind} needs a data set")
@@ -435,9 +450,8 @@ def make_trajectories(
     elif kind == "random-ellipse":
         traj = random_ellipses(dim, count, seed)
     else:
-        if not Path(kind).suffix.lower() == ".npz" and not Path(kind).is_file():
-            raise TsensError(f"`trajectory` {kind!r}: expected {', '.join(KINDS)} or an .npz file of curves")
-        traj = load_trajectories(kind)
+        traj = curves if curves is not None else curves_file(kind)
+        assert traj is not None
     if traj.dim != dim:
         key = "center" if traj.is_ellipse else "points"
         raise TsensError(
