@@ -7,7 +7,7 @@ inputs (random uint8 images, cifar10 normalization recorded in each checkpoint),
 * baseline: ``nn.Sequential`` forward passes of every checkpoint over the preprocessed train
   and test inputs already in memory, timed again after each tsens run; each ratio divides by
   the fastest baseline timed so far (timings on this shared machine vary by about ±30 %);
-* tsens: :func:`tsens.gap.estimate_gap` with every estimator but ``calibrated`` (test labels
+* tsens: :func:`tsens.commands.estimate_gap` with every estimator but ``calibrated`` (test labels
   given, so ``mean-gap`` is cross-fitted), from loading the checkpoints and data to the last
   estimate; and, apart, with ``calibrated`` too.
 
@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from nets import random_network  # noqa: E402
 
 import tsens  # noqa: E402
-from tsens.gap import estimate_gap  # noqa: E402
-from tsens.gap.estimators import NAMES  # noqa: E402
+from tsens.choices import ESTIMATORS  # noqa: E402
+from tsens.commands import estimate_gap  # noqa: E402
 
 WIDTHS = (3072, 100, 100, 100, 100, 10)
 
@@ -100,14 +100,16 @@ def main() -> None:
         print(f"  plain forward passes (nn.Sequential, data in memory)  {forward:8.1f} s")
 
         refs = tsens.plan_runs(paths)
-        runs = [("estimate-gap, every estimator but calibrated", [n for n in NAMES if n != "calibrated"])]
+        runs = [
+            ("estimate-gap, every estimator but calibrated", [n for n in ESTIMATORS if n != "calibrated"])
+        ]
         if not args.no_calibrated:
-            runs.append(("estimate-gap, with calibrated", list(NAMES)))
+            runs.append(("estimate-gap, with calibrated", list(ESTIMATORS)))
         for label, names in runs:
             start = time.perf_counter()
             estimate_gap(
-                refs, tsens.load_dataset(train_path), tsens.load_dataset(test_path), estimators=names,
-                compute=tsens.Compute(batch_size=1024),
+                refs, str(train_path), str(test_path), estimators=names,
+                setup=tsens.Setup(compute=tsens.Compute(batch_size=1024)),
             )  # fmt: skip
             took = time.perf_counter() - start
             print(f"  {label:<52s} {took:8.1f} s  = {took / forward:5.2f}× the forward passes")

@@ -3,7 +3,7 @@ cluster (``ray.init(num_cpus=2)``, started once and timed apart).
 
 Setup: 50 checkpoints of 3072-100-100-100-100-10 (He init, as in ``bench_gap.py``); per
 checkpoint ``jacobian``'s job (Jacobian norms and the exact tangent, one pass; the same
-:func:`tsens.jobs.measure_job` the command runs) over N CIFAR-size uint8 inputs, for several N,
+:func:`tsens.commands.jobs.pass_job` the command runs) over N CIFAR-size uint8 inputs, for several N,
 float32, CPU. Reported per N: the local executor's wall time for all 50 jobs with torch's
 default thread count and with one thread, Ray's (each worker runs one thread, Ray's default),
 the speed-up against the faster local run, and the Ray overhead per task measured with a job
@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gap import write_checkpoints  # noqa: E402
 
 import tsens  # noqa: E402
+from tsens.commands.jobs import Loader, pass_job  # noqa: E402
+from tsens.commands.per_sample import jacobian_rows, only_rows  # noqa: E402
 from tsens.datasets import Dataset  # noqa: E402
 from tsens.executors import LocalExecutor, RayExecutor  # noqa: E402
-from tsens.jobs import Loader, OnlySet, measure_job  # noqa: E402
 from tsens.runs import plan_runs  # noqa: E402
-from tsens.summaries import columns_of, jacobian_summary  # noqa: E402
 
 
 def nothing(item: object, progress: object = None, **shared: object) -> None:
@@ -78,14 +78,14 @@ def main() -> None:
                 options=None,
                 compute=tsens.Compute(),
                 load=Loader(),
-                summarize=OnlySet(jacobian_summary, listed=True),
-                columns=OnlySet(columns_of),
+                summarize=jacobian_rows,
+                rows=only_rows,
             )
-            local = timed(LocalExecutor(), measure_job, refs, shared)
+            local = timed(LocalExecutor(), pass_job, refs, shared)
             torch.set_num_threads(1)
-            single = timed(LocalExecutor(), measure_job, refs, shared)
+            single = timed(LocalExecutor(), pass_job, refs, shared)
             torch.set_num_threads(threads)
-            remote = timed(on_ray, measure_job, refs, shared)
+            remote = timed(on_ray, pass_job, refs, shared)
             best = min(local, single)
             print(f"{size:>8,} {local:>11.2f} {single:>11.2f} {remote:>9.2f} {best / remote:>8.2f}×")
         ray.shutdown()

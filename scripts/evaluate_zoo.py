@@ -2,10 +2,10 @@
 
 The zoo's runs are grouped by the data they were trained and tested on (metadata ``dataset``
 and ``test_dataset``: clean digits, digits with 20 % label noise, mnist1d, ...); each group goes
-through :func:`tsens.gap.estimate_gap` as one command would, with its test labels, so
+through :func:`tsens.commands.estimate_gap` as one command would, with its test labels, so
 ``mean-gap`` and ``calibrated`` are cross-fitted leave-one-run-out inside the group. Prints each
 group's evaluation and then the pooled one (every checkpoint of every group), in the same
-columns as ``tsens estimate-gap``'s summary, and the label-free measures' Kendall τ with the gap.
+columns as ``tsens estimate-gap``'s summary, and the label-free features' Kendall τ with the gap.
 
 Usage: python scripts/evaluate_zoo.py [--zoo zoo] [--dtype float64] [--summary FILE.csv]
 """
@@ -18,9 +18,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import tsens
-from tsens.gap import estimate_gap
-from tsens.gap.estimators import NAMES
-from tsens.gap.evaluation import evaluate, rank_measures
+from tsens.choices import ESTIMATORS
+from tsens.commands import estimate_gap
+from tsens.gap.evaluation import evaluate, rank_features
 
 
 def main() -> None:
@@ -38,11 +38,8 @@ def main() -> None:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = estimate_gap(
-                members,
-                tsens.load_dataset(train),
-                tsens.load_dataset(test),
-                compute=tsens.Compute(dtype=args.dtype),
-            )
+                members, train, test, setup=tsens.Setup(compute=tsens.Compute(dtype=args.dtype))
+            ).extra["gap"]
         runs = len({r.run for r in members})
         print(f"\n== {train} → {test}: {runs} runs, {len(members)} checkpoints")
         for note in [*result.notes, *(str(w.message) for w in caught)]:
@@ -50,10 +47,10 @@ def main() -> None:
         show(result.evaluation or [])
         rows += result.rows
     print(f"\n== pooled: {len(rows)} checkpoints")
-    pooled = evaluate(rows, NAMES)
+    pooled = evaluate(rows, ESTIMATORS)
     show(pooled)
-    print("\nlabel-free measures, Kendall τ with the true gap (loss, accuracy), pooled:")
-    for r in sorted(rank_measures(rows), key=lambda r: -abs(r["kendall_loss_gap"])):
+    print("\nlabel-free features, Kendall τ with the true gap (loss, accuracy), pooled:")
+    for r in sorted(rank_features(rows), key=lambda r: -abs(r["kendall_loss_gap"])):
         print(f"   {r['name']:<24s} {r['kendall_loss_gap']:+.3f} {r['kendall_acc_gap']:+.3f}")
     if args.summary:
         meta = tsens.provenance("scripts/evaluate_zoo.py", data={"zoo": args.zoo}, options=vars(args))

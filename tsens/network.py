@@ -48,6 +48,10 @@ class Layer:
     norm: BatchNorm | None = None
     name: str = ""
 
+    def __repr__(self) -> str:
+        extras = ("bias" if self.bias is not None else "no bias") + (", BatchNorm" if self.norm else "")
+        return f"<Layer {self.name!r}: {self.out_features}×{self.in_features}, {extras}>"
+
     @property
     def in_features(self) -> int:
         return self.weight.shape[1]
@@ -195,6 +199,12 @@ class Network:
             if i < self.depth - 1:
                 modules.append(self.activation.module())
         return torch.nn.Sequential(*modules).eval()
+
+    def __repr__(self) -> str:
+        where = self.path or "(in memory)"
+        if not self.layers:
+            return f"<Network {where}: no weights>"
+        return f"<Network {where}: {self.describe()}, {self.num_parameters:,} parameters>"
 
     def describe(self) -> str:
         """``784-100-100-10 relu, bias, BN`` style one-liner."""

@@ -108,6 +108,12 @@ class SetResult:
     def samples(self) -> int:
         return len(self.columns["sample"])
 
+    def __repr__(self) -> str:
+        return (
+            f"<SetResult {self.name!r} of {self.network.path or 'a network'}: {self.samples:,} samples, "
+            f"columns {', '.join(self.columns)}>"
+        )
+
     @property
     def labelled(self) -> bool:
         return "loss" in self.columns

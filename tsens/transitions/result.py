@@ -35,6 +35,13 @@ class TransitionResult:
     regions: Regions | None = field(default=None, repr=False)
     region_jacobian: np.ndarray | None = field(default=None, repr=False)
 
+    def __repr__(self) -> str:
+        traj = self.trajectories
+        return (
+            f"<TransitionResult {self.network.path or 'a network'}: {traj.count:,} {traj.kind} curves, "
+            f"{self.method}>"
+        )
+
     @property
     def layers(self) -> int:
         return len(self.network.layers) - 1
