@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 from torch.func import functional_call, jacrev
 
+from tsens.checkpoints import load_network
+from tsens.errors import TsensError
 from tsens.network import BatchNorm, Layer, Network
 from tsens.piecewise import parse_activation
 
@@ -110,3 +115,14 @@ def reference_preacts(network: Network, x: torch.Tensor) -> list[torch.Tensor]:
             out.append(h)
             h = m(h)
     return out
+
+
+def refused(path: Path, *fragments: str) -> str:
+    """Loading ``path`` is refused in one line that starts with the path and names every fragment."""
+    with pytest.raises(TsensError) as caught:
+        load_network(path)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(str(path)), message
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    return message

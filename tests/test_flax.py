@@ -16,6 +16,7 @@ import torch
 from clitools import one_line_error, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from nets import refused
 
 from tsens.checkpoints import find_format, load_network, read_metadata
 from tsens.errors import TsensError
@@ -68,16 +69,6 @@ def batchnorm(
 def write(path: Path, obj: object) -> Path:
     path.write_bytes(msgpack.packb(obj, use_bin_type=True))
     return path
-
-
-def refused(path: Path, *fragments: str) -> str:
-    with pytest.raises(TsensError) as info:
-        load_network(path)
-    message = str(info.value)
-    assert "\n" not in message and message.startswith(str(path)), message
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
-    return message
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLES))

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from clitools import one_line_error, run
+from nets import refused
 
 from tsens.checkpoints import find_format, load_network, read_metadata, read_weights
 from tsens.errors import TsensError
@@ -40,17 +41,6 @@ NOT_H5 = "not a readable Keras HDF5 file"
 def outputs(name: str) -> tuple[torch.Tensor, torch.Tensor]:
     expected = np.load(DATA / f"{name}.npz")
     return torch.from_numpy(expected["x"]), torch.from_numpy(expected["y"])
-
-
-def refuses(path: Path, *fragments: str) -> str:
-    """Loading ``path`` is refused in one line that starts with a path and names every fragment."""
-    with pytest.raises(TsensError) as caught:
-        load_network(path)
-    message = str(caught.value)
-    assert "\n" not in message and message.startswith(str(path)), message
-    for fragment in fragments:
-        assert fragment in message, (fragment, message)
-    return message
 
 
 def archive(path: Path, config: dict | None = None, source: str = "mlp.keras", **members: bytes) -> Path:
@@ -233,7 +223,7 @@ def test_keras2_legacy_functional_config(tmp_path):
     )
     # a branch is no chain
     layers[3]["inbound_nodes"] = [[["fc1", 0, 0, {}], ["act1", 0, 0, {}]]]
-    refuses(legacy_file(tmp_path / "branch.h5", weights, config), "'fc2'", "fc1, act1", "single chain")
+    refused(legacy_file(tmp_path / "branch.h5", weights, config), "'fc2'", "fc1, act1", "single chain")
 
 
 def test_order_without_offsets(tmp_path):
@@ -251,7 +241,7 @@ def test_order_without_offsets(tmp_path):
         group = f.create_group("layers/batch_normalization/vars")
         for i in range(4):
             group.create_dataset(str(i), data=rng.uniform(0.5, 1.5, size=4), chunks=True)
-    refuses(path, "cannot order layers")
+    refused(path, "cannot order layers")
     assert load_network(path, layers=["dense", "batch_normalization", "dense_2", "dense_10"]).depth == 3
 
 
@@ -289,17 +279,17 @@ def test_order_without_offsets(tmp_path):
     ],
 )
 def test_pgdl_config_refusals(tmp_path, edit, fragments):
-    refuses(pgdl_dir(tmp_path, edit), *fragments)
+    refused(pgdl_dir(tmp_path, edit), *fragments)
 
 
 def test_keras_config_refusals(tmp_path):
     config = sample_config()
     config["config"]["layers"][2]["config"]["activation"] = "relu6"
-    refuses(archive(tmp_path / "mixed.keras", config), "'dense'", "(relu)", "'dense_1'", "(relu6)")
+    refused(archive(tmp_path / "mixed.keras", config), "'dense'", "(relu)", "'dense_1'", "(relu6)")
     config = sample_config("bn.keras")
     bn = [layer for layer in config["config"]["layers"] if layer["class_name"] == "BatchNormalization"]
     bn[1]["config"]["epsilon"] = 0.001
-    refuses(
+    refused(
         archive(tmp_path / "eps.keras", config, "bn.keras"),
         "'batch_normalization_1'",
         "epsilon 0.001",
@@ -307,19 +297,19 @@ def test_keras_config_refusals(tmp_path):
     )
     config = sample_config()
     config["config"]["layers"].insert(1, {"class_name": "Conv2D", "config": {"name": "conv"}})
-    refuses(archive(tmp_path / "conv.keras", config), "'conv'", "Conv2D")
-    refuses(
+    refused(archive(tmp_path / "conv.keras", config), "'conv'", "Conv2D")
+    refused(
         archive(tmp_path / "sub.keras", {"class_name": "MyModel", "config": {}}), "(MyModel)", "no layers"
     )
     config = sample_config("leaky.keras")
     logits = config["config"]["layers"][-1]
     logits["inbound_nodes"][0]["args"][0]["config"]["keras_history"] = ["input_layer", 0, 0]
-    refuses(
+    refused(
         archive(tmp_path / "skip.keras", config, "leaky.keras"), "'logits'", "input_layer", "single chain"
     )
     config = sample_config()
     config["config"]["layers"][1]["config"]["units"] = 8
-    refuses(archive(tmp_path / "units.keras", config), "'dense'", "(5, 7)", "8 units")
+    refused(archive(tmp_path / "units.keras", config), "'dense'", "(5, 7)", "8 units")
 
 
 @pytest.mark.parametrize("suffix", [".h5", ".weights.h5", ".keras", ".hdf5"])
@@ -328,24 +318,24 @@ def test_truncated_random_and_empty_files(tmp_path, suffix):
     what = "not a readable .keras archive" if suffix == ".keras" else NOT_H5
     truncated = tmp_path / f"truncated{suffix}"
     truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
-    refuses(truncated, what)
+    refused(truncated, what)
     junk = tmp_path / f"junk{suffix}"
     junk.write_bytes(np.random.default_rng(7).bytes(4096))
-    refuses(junk, what)
+    refused(junk, what)
     empty = tmp_path / f"empty{suffix}"
     empty.write_bytes(b"")
-    refuses(empty, "empty")
+    refused(empty, "empty")
 
 
 def test_archive_refusals(tmp_path):
     path = tmp_path / "nowts.keras"
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("config.json", json.dumps(sample_config()))
-    refuses(path, "no model.weights.h5")
-    refuses(
+    refused(path, "no model.weights.h5")
+    refused(
         archive(tmp_path / "junk.keras", **{"model.weights.h5": b"\0" * 1024}), NOT_H5, "model.weights.h5"
     )
-    refuses(
+    refused(
         archive(tmp_path / "json.keras", **{"config.json": b"{not json"}), "config.json is not readable JSON"
     )
     # a member declaring 3 GiB (the central directory patched): refused before it is read
@@ -355,31 +345,31 @@ def test_archive_refusals(tmp_path):
     assert data[entry : entry + 4] == b"PK\x01\x02"
     data[entry + 24 : entry + 28] = (3 << 30).to_bytes(4, "little")
     bomb.write_bytes(bytes(data))
-    refuses(bomb, "model.weights.h5", "3,221,225,472 bytes")
+    refused(bomb, "model.weights.h5", "3,221,225,472 bytes")
 
 
 def test_weights_file_refusals(tmp_path):
     rng = np.random.default_rng(2)
     conv = {"conv2d": [rng.normal(size=(3, 3, 1, 4)), rng.normal(size=4)], "dense": [rng.normal(size=(4, 2))]}
-    refuses(
+    refused(
         keras3_file(tmp_path / "conv.weights.h5", conv),
         "'conv2d'",
         "conv2d layer",
         "Dense, BatchNormalization",
     )
     legacy_conv = {"conv2d": {"kernel": rng.normal(size=(3, 3, 1, 4))}, "dense": rng_dense(rng, 4, 2)}
-    refuses(legacy_file(tmp_path / "conv.h5", legacy_conv), "'conv2d'", "4-D kernel", "convolution")
+    refused(legacy_file(tmp_path / "conv.h5", legacy_conv), "'conv2d'", "4-D kernel", "convolution")
     three = {"dense": [rng.normal(size=(5, 4))], "batch_normalization": [rng.normal(size=4)] * 3}
-    refuses(keras3_file(tmp_path / "bn3.weights.h5", three), "'batch_normalization'", "3 variables", ".keras")
+    refused(keras3_file(tmp_path / "bn3.weights.h5", three), "'batch_normalization'", "3 variables", ".keras")
     ints = {"dense": [np.ones((5, 4), dtype=np.int32)]}
-    refuses(keras3_file(tmp_path / "int.weights.h5", ints), "'dense/kernel'", "int32")
+    refused(keras3_file(tmp_path / "int.weights.h5", ints), "'dense/kernel'", "int32")
     path = tmp_path / "nested.weights.h5"
     with h5py.File(path, "w") as f:
         f.create_dataset("layers/sequential/layers/dense/vars/0", data=np.ones((2, 2)))
-    refuses(path, "layers/sequential", "nested model")
+    refused(path, "layers/sequential", "nested model")
     with h5py.File(tmp_path / "plain.h5", "w") as f:
         f.create_dataset("x", data=np.ones(3))
-    refuses(tmp_path / "plain.h5", "holds no Keras weights")
+    refused(tmp_path / "plain.h5", "holds no Keras weights")
 
 
 def test_huge_declared_dataset_is_refused_before_reading(tmp_path):
@@ -387,13 +377,13 @@ def test_huge_declared_dataset_is_refused_before_reading(tmp_path):
     with h5py.File(path, "w") as f:  # 80 GB declared, nothing stored
         f.create_dataset("layers/dense/vars/0", shape=(100_000, 100_000), dtype="f8")
     assert path.stat().st_size < 10_000
-    refuses(path, "'dense/kernel'", "(100000, 100000)", "more than the file can hold")
+    refused(path, "'dense/kernel'", "(100000, 100000)", "more than the file can hold")
 
 
 def test_missing_h5py(monkeypatch):
     monkeypatch.setitem(sys.modules, "h5py", None)
     for sample in ("mlp.h5", "mlp.keras", "pgdl/model_3"):
-        refuses(DATA / sample, "h5py", "pip install 'tsens[keras]'")
+        refused(DATA / sample, "h5py", "pip install 'tsens[keras]'")
 
 
 def test_cli_info_and_corrupt_file(tmp_path):

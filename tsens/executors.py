@@ -22,6 +22,7 @@ import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from .choices import EXECUTORS
@@ -36,6 +37,18 @@ ItemProgress = Callable[[Any], AbstractContextManager[Any]]
 TaskProgress = Callable[[int], AbstractContextManager[Callable[[int], None] | None]]
 """For a cluster: given the task count, a context manager giving a callback advanced once per
 finished task (None: no progress shown)."""
+
+
+@dataclass(frozen=True)
+class Work:
+    """One :meth:`Executor.map` call: ``job(item, progress=..., **shared)`` for every item, and
+    the progress of one item here (``item_progress``) or of the tasks on a cluster."""
+
+    job: Callable[..., Any]
+    items: Sequence[Any]
+    shared: Mapping[str, Any]
+    item_progress: ItemProgress | None = None
+    task_progress: TaskProgress | None = None
 
 
 class Executor(ABC):
@@ -54,18 +67,11 @@ class Executor(ABC):
         item_progress: ItemProgress | None = None,
         task_progress: TaskProgress | None = None,
     ) -> Iterator[R]:
-        return self._run(job, items, shared, item_progress, task_progress)
+        return self._run(Work(job, items, shared, item_progress, task_progress))
 
     @abstractmethod
-    def _run(
-        self,
-        job: Callable[..., R],
-        items: Sequence[T],
-        shared: Mapping[str, Any],
-        item_progress: Any,
-        task_progress: Any,
-    ) -> Iterator[R]:
-        """The results of ``job`` over ``items``, in item order (each executor's own way)."""
+    def _run(self, work: Work) -> Iterator[Any]:
+        """The results of the work's job over its items, in item order (each executor's own way)."""
 
 
 class LocalExecutor(Executor):
@@ -73,17 +79,10 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def _run(
-        self,
-        job: Callable[..., R],
-        items: Sequence[T],
-        shared: Mapping[str, Any],
-        item_progress: Any,
-        task_progress: Any,
-    ) -> Iterator[R]:
-        for item in items:
-            with item_progress(item) if item_progress else nullcontext() as progress:
-                yield job(item, progress=progress, **shared)
+    def _run(self, work: Work) -> Iterator[Any]:
+        for item in work.items:
+            with work.item_progress(item) if work.item_progress else nullcontext() as progress:
+                yield work.job(item, progress=progress, **work.shared)
 
 
 def _run_task(job: Callable[..., Any], item: Any, **shared: Any) -> tuple[Any, list[tuple[str, type]]]:
@@ -120,24 +119,17 @@ class RayExecutor(Executor):
                 where = repr(self.address) if self.address else "(a local cluster)"
                 raise TsensError(f"`ray_address` {where}: cannot connect to Ray ({first_line(e)})") from None
 
-    def _run(
-        self,
-        job: Callable[..., R],
-        items: Sequence[T],
-        shared: Mapping[str, Any],
-        item_progress: Any,
-        task_progress: Any,
-    ) -> Iterator[R]:
+    def _run(self, work: Work) -> Iterator[Any]:
         ray = self.ray
-        refs = {key: ray.put(value) for key, value in shared.items()}  # once, not per task
+        refs = {key: ray.put(value) for key, value in work.shared.items()}  # once, not per task
         task = ray.remote(_run_task).options(
             num_gpus=self.gpus_per_task, max_retries=self.max_retries, retry_exceptions=False
         )
-        pending = [task.remote(job, item, **refs) for item in items]
+        pending = [task.remote(work.job, item, **refs) for item in work.items]
         order = {ref.hex(): i for i, ref in enumerate(pending)}
         done: dict[int, Any] = {}
         waiting = list(pending)
-        with task_progress(len(pending)) if task_progress else nullcontext() as advance:
+        with work.task_progress(len(pending)) if work.task_progress else nullcontext() as advance:
             for i in range(len(pending)):
                 while i not in done:
                     ready, waiting = ray.wait(waiting, num_returns=1)

@@ -42,6 +42,16 @@ def require_matplotlib() -> Any:
     return plt
 
 
+def save_figure(fig: Any, path: str | Path) -> None:
+    """Lay ``fig`` out, write it to ``path`` (its format from the suffix, PNG by default) whole or
+    not at all, and close it."""
+    plt = require_matplotlib()
+    fig.tight_layout()
+    with atomic_output(path, what="plot", force=True) as stream:
+        fig.savefig(stream, dpi=110, format=Path(path).suffix.lstrip(".").lower() or "png")
+    plt.close(fig)
+
+
 def plot_gap(result: GapResult, path: str | Path) -> None:
     """Per run, test loss and accuracy across steps, true (black) and estimated; then, over all
     checkpoints, each estimate against the truth (when test labels are known)."""
@@ -100,7 +110,4 @@ def plot_gap(result: GapResult, path: str | Path) -> None:
             ax.set_ylabel(f"estimated {label}", fontsize=8)
             ax.set_title(f"all {len(result.rows)} checkpoints: estimate against truth", fontsize=8)
             ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    with atomic_output(path, what="plot", force=True) as stream:
-        fig.savefig(stream, dpi=110, format=Path(path).suffix.lstrip(".").lower() or "png")
-    plt.close(fig)
+    save_figure(fig, path)

@@ -65,9 +65,31 @@ def make_table(columns: Mapping[str, Any], meta: Mapping[str, Any]) -> pa.Table:
 
 
 def concat_tables(tables: Sequence[pa.Table], meta: Mapping[str, Any]) -> pa.Table:
-    """Rows of several tables (one per checkpoint) in one table with ``meta``."""
-    table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables], promote_options="default")
+    """Rows of several tables (one per checkpoint) in one table with ``meta``; a column whose
+    type differs between them (metadata that is a number in one checkpoint, text in another)
+    becomes text."""
+    parts = [t.replace_schema_metadata(None) for t in tables]
+    kinds: dict[str, set[pa.DataType]] = {}
+    for part in parts:
+        for field in part.schema:
+            if not pa.types.is_null(field.type):
+                kinds.setdefault(field.name, set()).add(field.type)
+    mixed = {name for name, types in kinds.items() if len(types) > 1 and not _numeric(types)}
+    parts = [_as_text(part, mixed) for part in parts]
+    table = pa.concat_tables(parts, promote_options="default")
     return table.replace_schema_metadata({"tsens": json.dumps(meta, default=str)})
+
+
+def _numeric(types: set[pa.DataType]) -> bool:
+    return all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in types)
+
+
+def _as_text(table: pa.Table, names: set[str]) -> pa.Table:
+    for i, field in enumerate(table.schema):
+        if field.name in names:
+            text = pa.array([None if v is None else str(v) for v in table.column(i).to_pylist()], pa.string())
+            table = table.set_column(i, field.name, text)
+    return table
 
 
 def table_provenance(table: pa.Table) -> dict[str, Any]:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_output
-from .plots import require_matplotlib
+from .plots import require_matplotlib, save_figure
 from .transitions import TransitionResult
 
 _LAYER_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
@@ -48,10 +47,7 @@ def plot_transitions(results: Sequence[TransitionResult], path: str | Path, curv
     if len(results) > MAX_CHECKPOINTS:
         title += f"; first {MAX_CHECKPOINTS} of {len(results)} checkpoints shown"
     bottom.set_title(title, fontsize=9)
-    fig.tight_layout()
-    with atomic_output(path, what="plot", force=True) as stream:
-        fig.savefig(stream, dpi=110, format=Path(path).suffix.lstrip(".").lower() or "png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _along_curve(ax, result: TransitionResult, curve: int) -> None:

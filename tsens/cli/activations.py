@@ -32,13 +32,7 @@ def activations(**params: Any) -> None:
     """
     from ..commands import activations as run
 
-    result = run(
-        params["checkpoints"],
-        params["data"],
-        per_unit=params["per_unit"],
-        setup=decode.setup(params),
-        progress=decode.progress(params, _render),
-    )
+    result = decode.call(run, params, ("checkpoints", "data"), ("per_unit",), _render)
     write_tables(result, params)
 
 

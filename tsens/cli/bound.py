@@ -28,20 +28,8 @@ from .outputs import checked_targets, write_tables
 @options.tangent_option(
     "Bound ‖T‖ of the summed logits (sum = sqrt(n) × the all bound) or of every logit (all)."
 )
-@click.option(
-    "--fail-above",
-    multiple=True,
-    callback=thresholds.parse,
-    metavar="BOUND=LOG10",
-    help="Exit 1 if a checkpoint's log10 BOUND is above LOG10 (repeatable; names below).",
-)
-@click.option(
-    "--fail-below",
-    multiple=True,
-    callback=thresholds.parse,
-    metavar="BOUND=LOG10",
-    help="Exit 1 if a checkpoint's log10 BOUND is below LOG10 (repeatable).",
-)
+@thresholds.option("--fail-above", "above", "repeatable; names below")
+@thresholds.option("--fail-below", "below", "repeatable")
 @options.compute_options
 @options.executor_options
 @options.output_options
@@ -69,14 +57,7 @@ def bound(**params: Any) -> None:
     with_data = params["data"] is not None
     above = thresholds.resolve(params["fail_above"], with_data, "--fail-above")
     below = thresholds.resolve(params["fail_below"], with_data, "--fail-below")
-    result = run(
-        params["checkpoints"],
-        params["data"],
-        reading=params["reading"],
-        per_layer=params["per_layer"],
-        setup=decode.setup(params),
-        progress=decode.progress(params),
-    )
+    result = decode.call(run, params, ("checkpoints", "data"), ("reading", "per_layer"))
     if not params["quiet"]:
         _render(result.summary_rows, params["reading"], with_data)
     write_tables(result, params)

@@ -5,7 +5,7 @@ command line starts."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import render
@@ -45,3 +45,22 @@ def progress(params: Mapping[str, Any], show: render.Show | None = None) -> rend
     """What the command reports as it runs: progress on a terminal, and each checkpoint's
     summary through ``show`` (nothing with ``-q``)."""
     return render.TerminalProgress(bool(params.get("quiet")), show)
+
+
+def call(
+    run: Callable[..., Any],
+    params: Mapping[str, Any],
+    args: Sequence[str],
+    options: Sequence[str] = (),
+    show: render.Show | None = None,
+    **given: Any,
+) -> Any:
+    """The command's one library call: ``run`` with the parameters named by ``args`` (in order)
+    and ``options`` (by name), ``given`` values, and the setup and progress the options describe."""
+    return run(
+        *(params[a] for a in args),
+        **{k: params[k] for k in options},
+        **given,
+        setup=setup(params),
+        progress=progress(params, show),
+    )

@@ -71,24 +71,16 @@ def estimate_gap_command(**params: Any) -> None:
     """
     from ..commands import estimate_gap
 
-    setup = decode.setup(params)
-    test = setup.dataset(params["test"])
+    test = decode.setup(params).dataset(params["test"])
     if params["summary_path"] and test.y is None:
         raise TsensError(
             f"--summary writes the evaluation of the estimators, which needs test labels; "
             f"--test {params['test']!r} has none"
         )
-    result = estimate_gap(
-        params["checkpoints"],
-        params["train"],
-        test,
-        estimators=params["estimators"],
-        calibrate=params["calibrate"],
-        calibration=params["calibration"],
-        sibling_key=params["sibling_key"],
-        fit_calibration=bool(params["save_calibration"]),
-        setup=setup,
-        progress=decode.progress(params),
+    options = ("estimators", "calibrate", "calibration", "sibling_key")
+    fit = bool(params["save_calibration"])
+    result = decode.call(
+        estimate_gap, params, ("checkpoints", "train"), options, test=test, fit_calibration=fit
     )
     names = option_names(click.get_current_context().command)
     for note in result.notes:

@@ -23,7 +23,7 @@ def info(**params: Any) -> None:
     """
     from ..commands import info as run
 
-    result = run(params["checkpoints"], setup=decode.setup(params), progress=decode.progress(params, _render))
+    result = decode.call(run, params, ("checkpoints",), show=_render)
     write_tables(result, params)
 
 

@@ -45,14 +45,8 @@ def jacobian(**params: Any) -> None:
     """
     from ..commands import jacobian as run
 
-    result = run(
-        params["checkpoints"],
-        params["data"],
-        sensitivities=params["sensitivities"],
-        reading=params["reading"],
-        probes=params["probes"],
-        setup=decode.setup(params),
-        progress=decode.progress(params, _render),
+    result = decode.call(
+        run, params, ("checkpoints", "data"), ("sensitivities", "reading", "probes"), _render
     )
     write_tables(result, params)
 

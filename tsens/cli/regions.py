@@ -32,16 +32,8 @@ def regions(**params: Any) -> None:
     """
     from ..commands import regions as run
 
-    result = run(
-        params["checkpoints"],
-        params["data"],
-        params["test"],
-        membership=params["membership"],
-        temperature=params["temperature"],
-        reading=params["reading"],
-        setup=decode.setup(params),
-        progress=decode.progress(params, _render),
-    )
+    options = ("membership", "temperature", "reading")
+    result = decode.call(run, params, ("checkpoints", "data", "test"), options, _render)
     write_tables(result, params)
 
 

@@ -69,6 +69,17 @@ def parse(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -
     return out
 
 
+def option(flag: str, side: str, note: str) -> Any:
+    """``--fail-above``/``--fail-below``: ``BOUND=LOG10``, repeatable (module docstring)."""
+    return click.option(
+        flag,
+        multiple=True,
+        callback=parse,
+        metavar="BOUND=LOG10",
+        help=f"Exit 1 if a checkpoint's log10 BOUND is {side} LOG10 ({note}).",
+    )
+
+
 def resolve(thresholds: Sequence[Threshold], with_data: bool, option: str) -> list[Threshold]:
     """The thresholds with their columns resolved; a bad name is a usage error of ``option``."""
     try:

@@ -78,18 +78,14 @@ def transitions(**params: Any) -> None:
     source = click.get_current_context().get_parameter_source("points")
     if params["method"] == "exact" and source == click.core.ParameterSource.COMMANDLINE:
         warnings.warn("--points applies to --method sampled only; the exact count ignores it", stacklevel=1)
-    result = run(
-        params["checkpoints"],
-        params["data"],
-        trajectory=params["trajectory"],
-        count=params["count"],
-        method=params["method"],
-        points=params["points"],
-        jacobian=params["jacobian"],
+    result = decode.call(
+        run,
+        params,
+        ("checkpoints", "data"),
+        ("trajectory", "count", "method", "points", "jacobian"),
+        _render,
         regions=bool(params["plot"]),
         same_curves=bool(params["save_trajectories"]),
-        setup=decode.setup(params),
-        progress=decode.progress(params, _render),
     )
     write_tables(result, params)
     curves = result.extra["trajectories"]

@@ -140,20 +140,24 @@ def check_inputs(
 ) -> None:
     """Refuse, before any work, a checkpoint whose input size differs from what a data set
     gives it (after that checkpoint's preprocessing), naming a checkpoint that does fit."""
-    fits: dict[str, str] = {}
-    for ref in refs:
-        inputs = read_widths(ref.path, layers=list(layers) if layers else None)[0]
-        for name, data in sets.items():
-            prepared = replace(
-                data, preprocess=recorded_or_given(ref.metadata, ref.path, data)
-            )  # no statistics yet
+    sizes = {ref.path: read_widths(ref.path, layers=list(layers) if layers else None)[0] for ref in refs}
+    for data in sets.values():
+        fits: str | None = None
+        misfit: tuple[CheckpointRef, int, Dataset] | None = None
+        for ref in refs:
+            inputs = sizes[ref.path]
+            chosen = recorded_or_given(ref.metadata, ref.path, data)
+            prepared = replace(data, preprocess=chosen)  # its shape, without computing statistics
             if prepared.dim == inputs:
-                fits.setdefault(name, ref.path)
-                continue
-            other = fits.get(name)
-            if other is not None:
-                raise TsensError(
-                    f"{ref.path} takes {inputs} inputs but {other} takes the {prepared.dim} features of "
-                    f"data set {data.spec!r}: checkpoints of different input sizes need separate commands"
-                )
-            prepared.check_input_dim(inputs, f"checkpoint {ref.path}")
+                fits = fits or ref.path
+            elif misfit is None:
+                misfit = (ref, inputs, prepared)
+        if misfit is None:
+            continue
+        ref, inputs, prepared = misfit
+        if fits is not None:
+            raise TsensError(
+                f"{ref.path} takes {inputs} inputs but {fits} takes the {prepared.dim} features of "
+                f"data set {data.spec!r}: checkpoints of different input sizes need separate commands"
+            )
+        prepared.check_input_dim(inputs, f"checkpoint {ref.path}")
