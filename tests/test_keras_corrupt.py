@@ -19,7 +19,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from test_keras import DATA, NOT_H5, archive, keras3_file, legacy_file, outputs, refuses
+from nets import refused
+from test_keras import DATA, NOT_H5, archive, keras3_file, legacy_file, outputs
 
 from tsens.checkpoints import load_network, read_metadata
 from tsens.checkpoints.keras import hdf5, isolated, read_h5
@@ -102,7 +103,7 @@ def test_a_file_that_hangs_the_library_is_refused_at_the_time_limit(tmp_path, fo
     path = tmp_path / "hang.weights.h5"
     path.write_bytes(hanging_weights())
     start = time.monotonic()
-    message = refuses(path, NOT_H5, "the HDF5 library did not finish in 2 s")
+    message = refused(path, NOT_H5, "the HDF5 library did not finish in 2 s")
     assert 1.9 < time.monotonic() - start < 10
     assert len(forks) == 1 and gone(forks[0])
     # the same bytes are refused at once afterwards, without a child: read_metadata after load_network
@@ -112,7 +113,7 @@ def test_a_file_that_hangs_the_library_is_refused_at_the_time_limit(tmp_path, fo
     assert str(caught.value) == message and time.monotonic() - start < 1 and len(forks) == 1
     copy = tmp_path / "copy.weights.h5"
     shutil.copy(path, copy)
-    refuses(copy, "did not finish")
+    refused(copy, "did not finish")
     assert len(forks) == 1
 
 
@@ -120,14 +121,14 @@ def test_a_keras_archive_whose_weights_hang_the_library(tmp_path):
     """The weights of a .keras archive are read from memory in the child (fuzz case 1243)."""
     path = archive(tmp_path / "hang.keras", **{"model.weights.h5": hanging_weights()})
     start = time.monotonic()
-    refuses(path, NOT_H5, "model.weights.h5: the HDF5 library did not finish in 2 s")
+    refused(path, NOT_H5, "model.weights.h5: the HDF5 library did not finish in 2 s")
     assert time.monotonic() - start < 10
     assert read_metadata(path)["tsens.layers"] == "dense,dense_1,dense_2"  # the weights are not read
 
 
 def test_a_file_that_crashes_the_library(tmp_path):
     directory = crashing_pgdl(tmp_path)
-    message = refuses(directory / "weights.hdf5", NOT_H5, "the HDF5 library crashed on it (SIGSEGV)")
+    message = refused(directory / "weights.hdf5", NOT_H5, "the HDF5 library crashed on it (SIGSEGV)")
     with pytest.raises(TsensError) as caught:
         load_network(directory)
     assert str(caught.value) == message
@@ -138,7 +139,7 @@ def test_a_file_that_crashes_the_library(tmp_path):
 def test_a_file_that_makes_the_library_allocate_gigabytes(tmp_path):
     path = tmp_path / "greedy.h5"
     path.write_bytes(greedy_h5())
-    message = refuses(path, NOT_H5, "the HDF5 library needed more than the 256 MiB of memory it may use")
+    message = refused(path, NOT_H5, "the HDF5 library needed more than the 256 MiB of memory it may use")
     assert "allocat" not in message and "out of memory" not in message  # the child's limit, not ours
 
 
@@ -150,7 +151,7 @@ def test_a_child_that_segfaults_or_sleeps_gives_one_line_quickly(tmp_path, monke
 
     monkeypatch.setattr(hdf5, "contents", segfault)
     start = time.monotonic()
-    refuses(path, NOT_H5, "crashed on it (SIGSEGV)")
+    refused(path, NOT_H5, "crashed on it (SIGSEGV)")
     assert time.monotonic() - start < 2 and gone(forks[-1])
 
     def sleeps(*args):
@@ -160,7 +161,7 @@ def test_a_child_that_segfaults_or_sleeps_gives_one_line_quickly(tmp_path, monke
     monkeypatch.setattr(isolated, "SECONDS", 0.5)
     monkeypatch.setattr(hdf5, "contents", sleeps)
     start = time.monotonic()
-    refuses(path, NOT_H5, "did not finish in 0.5 s")
+    refused(path, NOT_H5, "did not finish in 0.5 s")
     assert time.monotonic() - start < 3 and gone(forks[-1])
     monkeypatch.setattr(isolated, "_failed", {})
     monkeypatch.setattr(hdf5, "contents", contents)
@@ -183,18 +184,18 @@ def test_the_memory_limit_binds_in_the_child(tmp_path, monkeypatch):
     monkeypatch.setattr(hdf5, "contents", allocating(100))
     assert load_network(path).depth == 3
     monkeypatch.setattr(hdf5, "contents", allocating(400))
-    refuses(path, "needed more than the 256 MiB of memory")
+    refused(path, "needed more than the 256 MiB of memory")
 
 
 def test_child_replies_that_are_not_ours_are_refused(monkeypatch):
     monkeypatch.setattr(isolated, "_reply", lambda header, arrays=None: b"\x80\x04junk")
-    refuses(DATA / "mlp.weights.h5", NOT_H5, "the reading process gave no readable reply")
+    refused(DATA / "mlp.weights.h5", NOT_H5, "the reading process gave no readable reply")
     monkeypatch.setattr(
         isolated,
         "_reply",
         lambda header, arrays=None: isolated._HEAD.pack(17, 4) + b'{"outcome": "ok"}' + b"\0" * 4,
     )
-    refuses(DATA / "mlp.weights.h5", NOT_H5, "gave no readable reply")
+    refused(DATA / "mlp.weights.h5", NOT_H5, "gave no readable reply")
 
 
 def test_a_bug_in_the_child_is_an_exception_with_its_traceback(monkeypatch):
@@ -242,10 +243,10 @@ def test_json_nested_deeply(tmp_path, depth):
     directory = tmp_path / "model_3"
     shutil.copytree(DATA / "pgdl" / "model_3", directory)
     (directory / "config.json").write_text(nested)
-    refuses(directory, "config.json", "the file is not readable JSON (nested too deeply)")
+    refused(directory, "config.json", "the file is not readable JSON (nested too deeply)")
     with pytest.raises(TsensError, match="nested too deeply"):
         read_metadata(directory)
-    refuses(
+    refused(
         archive(tmp_path / "config.keras", **{"config.json": nested.encode()}),
         "config.json is not readable JSON",
     )
@@ -261,10 +262,10 @@ def test_json_nested_within_the_decoder_limit_but_beyond_keras(tmp_path):
     config = json.loads(json.dumps({"class_name": "Sequential", "config": {"layers": []}}))
     config["config"]["layers"] = [{"class_name": "Dense", "config": {"name": "d", "units": 2}}]
     config["config"]["layers"][0]["inbound_nodes"] = json.loads("[" * 500 + "]" * 500)
-    refuses(archive(tmp_path / "deep.keras", config), "config.json nests more than 100 levels deep")
+    refused(archive(tmp_path / "deep.keras", config), "config.json nests more than 100 levels deep")
     path = legacy_file(tmp_path / "deep.h5", {"d": {"kernel": np.ones((3, 2))}}, config)
-    refuses(path, "model_config nests more than 100 levels deep")
-    refuses(
+    refused(path, "model_config nests more than 100 levels deep")
+    refused(
         archive(tmp_path / "digits.keras", **{"config.json": b'{"a": ' + b"1" * 5000 + b"}"}),
         "not readable JSON",
     )
@@ -289,7 +290,7 @@ def test_archive_member_claiming_gigabytes_compressed(tmp_path, monkeypatch):
         data[entry + 20 : entry + 24] = claimed.to_bytes(4, "little")
         path.write_bytes(bytes(data))
         opened.clear()
-        refuses(path, "not a readable .keras archive", f"{claimed:,} compressed bytes", "past the end")
+        refused(path, "not a readable .keras archive", f"{claimed:,} compressed bytes", "past the end")
         assert "model.weights.h5" not in opened and "config.json" in opened
         assert read_metadata(path)["tsens.layers"] == "dense,dense_1,dense_2"  # the weights are not read
 
@@ -325,7 +326,7 @@ def test_an_in_memory_weights_file_with_an_address_past_2_to_the_63(tmp_path):
         weights = z.read("model.weights.h5")
     broken = patched(weights, 49, b"\xff", b"\xbf")
     path = archive(tmp_path / "overflow.keras", source="bn.keras", **{"model.weights.h5": broken})
-    refuses(path, NOT_H5, "model.weights.h5: Python int too large")
+    refused(path, NOT_H5, "model.weights.h5: Python int too large")
 
 
 def test_layer_names_that_are_not_utf8_cross_the_pipe(tmp_path, monkeypatch):

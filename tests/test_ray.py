@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 from tsens.commands.jobs import Loader, pass_job
 from tsens.commands.per_sample import jacobian_rows, only_rows
 from tsens.datasets import load_dataset
-from tsens.executors import LocalExecutor, RayExecutor
+from tsens.executors import LocalExecutor, RayExecutor, local_cluster_options
 from tsens.runs import plan_runs
 
 ray = pytest.importorskip("ray")  # in the test extra: CI runs these
@@ -33,7 +33,8 @@ BN = sorted((SAMPLES / "mnist1d-40-100-100-10-bn").glob("*.safetensors"))[:2]
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    options = local_cluster_options()  # a short home for Ray's sockets under a long TMPDIR
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False, **options)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # this module's jobs, by value
     yield
     ray.shutdown()

@@ -18,6 +18,7 @@ replayed on the driver.
 from __future__ import annotations
 
 import os
+import tempfile
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -114,6 +115,7 @@ class RayExecutor(Executor):
                         log_to_driver=False,
                         logging_level="ERROR",
                         configure_logging=False,
+                        **({} if self.address else local_cluster_options()),
                     )
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = repr(self.address) if self.address else "(a local cluster)"
@@ -151,6 +153,20 @@ class RayExecutor(Executor):
             if isinstance(cause, TsensError):
                 raise type(cause)(str(cause)) from None
             raise
+
+
+SOCKET_ROOM = 40
+"""Ray keeps a local cluster's Unix sockets under the temp directory, ~70 characters deep, and a
+socket path holds at most 107 bytes: a temp directory longer than this gets a short one."""
+
+
+def local_cluster_options() -> dict[str, Any]:
+    """``ray.init`` options for a local cluster: under a long ``TMPDIR`` (a CI runner's, a
+    cluster job's), its files go to ``/tmp/ray-<uid>`` instead, where its sockets fit."""
+    if len(tempfile.gettempdir()) <= SOCKET_ROOM or not os.path.isdir("/tmp"):
+        return {}
+    user = os.getuid() if hasattr(os, "getuid") else os.getpid()
+    return {"_temp_dir": f"/tmp/ray-{user}"}
 
 
 def make_executor(

@@ -97,9 +97,10 @@ def region_statistics(ids: np.ndarray) -> dict[str, float]:
     }
 
 
-def shared_region_share(train_ids: np.ndarray, test_ids: np.ndarray) -> float:
-    """Share of test samples whose region also holds a training sample."""
-    return float(np.isin(test_ids, train_ids).mean())
+def shared_region_share(data_ids: np.ndarray, test_ids: np.ndarray) -> float:
+    """Share of the test set's samples whose region also holds a sample of the data set (the
+    command's ``--data``, typically the training set)."""
+    return float(np.isin(test_ids, data_ids).mean())
 
 
 def membership_weighted_mean(log_p: np.ndarray, values: np.ndarray) -> float:

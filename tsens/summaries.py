@@ -171,7 +171,7 @@ def unit_frequencies(result: SetResult) -> dict[str, np.ndarray]:
 def regions_summary(results: Mapping[str, SetResult]) -> list[Row]:
     """The ``tsens regions`` summary, one row per set; the sets after the first also get
     ``shared_region_share``: the share of their samples whose region holds a sample of the
-    first set (the training set)."""
+    first set (``data``, typically the training set)."""
     rows = []
     first = next(iter(results.values()))
     for result in results.values():
