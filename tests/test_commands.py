@@ -175,7 +175,10 @@ def test_checkpoints_of_other_input_sizes_are_refused_before_any_work(tmp_path, 
     message = str(caught.value)
     assert str(narrow) in message and str(wide) in message and "40" in message and "64" in message
     # without data, different sizes are no problem
-    assert set(commands.info([wide, narrow]).summary.column("architecture").to_pylist()) == {"64-8-10", "40-8-10"}
+    assert set(commands.info([wide, narrow]).summary.column("architecture").to_pylist()) == {
+        "64-8-10",
+        "40-8-10",
+    }
     one_line_error(run("jacobian", wide, narrow, "--data", "digits-test", code=2), str(narrow), str(wide))
 
 

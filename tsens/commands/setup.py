@@ -119,8 +119,9 @@ def plan(
     items = [given] if isinstance(given, str | Path | CheckpointRef) else list(given)
     if not items:
         raise TsensError(f"`{what}`: none given")
-    if all(isinstance(i, CheckpointRef) for i in items):
-        return list(items)  # type: ignore[arg-type]
+    refs = [i for i in items if isinstance(i, CheckpointRef)]
+    if len(refs) == len(items):
+        return refs
     paths: list[str | Path] = []
     for item in items:
         if isinstance(item, CheckpointRef):

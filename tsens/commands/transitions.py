@@ -10,11 +10,14 @@ in order, as if counted at once.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from ..checkpoints import read_widths
 from ..choices import DEFAULT_POINTS, TRAJECTORY_KINDS, TRANSITION_METHODS
+from ..datasets import Dataset
 from ..errors import TsensError
 from ..executors import LocalExecutor
+from ..runs import CheckpointRef
 from ..stream import recorded_or_given
 from ..transitions import TransitionResult, check_count, check_points, curves_file, transitions_summary
 from .jobs import transitions_job
@@ -114,12 +117,14 @@ def transitions(
     return collector.result({"results": results, "trajectories": same})
 
 
-def _check_same_curves(refs, dataset, setup: Setup, from_file: bool) -> None:  # type: ignore[no-untyped-def]
+def _check_same_curves(
+    refs: Sequence[CheckpointRef], dataset: Dataset | None, setup: Setup, from_file: bool
+) -> None:
     """Refuse checkpoints that see different curves: their inputs differ in size, or (for curves
     through the data) their preprocessing of it differs."""
     if from_file:
         return
-    seen = {}
+    seen: dict[tuple[int, str | None], str] = {}
     for ref in refs:
         key = (
             read_widths(ref.path, layers=list(setup.layers) if setup.layers else None)[0],
