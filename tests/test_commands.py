@@ -24,89 +24,34 @@ SAMPLES = Path(__file__).resolve().parents[1] / "sample_checkpoints"
 RUN = sorted((SAMPLES / "digits-64-32-10").glob("*.safetensors"))[:3]
 F64 = tsens.Setup(compute=tsens.Compute(dtype="float64"), limit=120)
 
-# command → (library call, command-line arguments): the same work both ways
+F64_ARGS = ("--dtype", "float64", "--limit", "120")
+GAP_RUNS = sorted(SAMPLES.glob("digits-64-64-64-10*/*.safetensors"))
+
+# command → (its library arguments after the checkpoints, its command-line options): the same
+# work both ways, on RUN (GAP_RUNS for estimate-gap), with F64 / F64_ARGS
 SAME = {
-    "info": (lambda: commands.info(RUN), ["info", *RUN]),
-    "bound": (
-        lambda: commands.bound(RUN, "digits-test", per_layer=True, setup=F64),
-        ["bound", *RUN, "--data", "digits-test", "--per-layer", "--dtype", "float64", "--limit", "120"],
-    ),
-    "jacobian": (
-        lambda: commands.jacobian(RUN, "digits-test", reading="all", setup=F64),
-        [
-            "jacobian",
-            *RUN,
-            "--data",
-            "digits-test",
-            "--tangent",
-            "all",
-            "--dtype",
-            "float64",
-            "--limit",
-            "120",
-        ],
-    ),
-    "activations": (
-        lambda: commands.activations(RUN, "digits-test", per_unit=True, setup=F64),
-        ["activations", *RUN, "--data", "digits-test", "--per-unit", "--dtype", "float64", "--limit", "120"],
-    ),
-    "regions": (
-        lambda: commands.regions(RUN, "digits", test="digits-test", setup=F64),
-        [
-            "regions",
-            *RUN,
-            "--data",
-            "digits",
-            "--test",
-            "digits-test",
-            "--dtype",
-            "float64",
-            "--limit",
-            "120",
-        ],
-    ),
+    "info": ((), {}, ()),
+    "bound": (("digits-test",), {"per_layer": True}, ("--data", "digits-test", "--per-layer")),
+    "jacobian": (("digits-test",), {"reading": "all"}, ("--data", "digits-test", "--tangent", "all")),
+    "activations": (("digits-test",), {"per_unit": True}, ("--data", "digits-test", "--per-unit")),
+    "regions": (("digits",), {"test": "digits-test"}, ("--data", "digits", "--test", "digits-test")),
     "transitions": (
-        lambda: commands.transitions(RUN, "digits-test", count=12, jacobian=True, setup=F64),
-        [
-            "transitions",
-            *RUN,
-            "--data",
-            "digits-test",
-            "--count",
-            "12",
-            "--jacobian",
-            "--dtype",
-            "float64",
-            "--limit",
-            "120",
-        ],
-    ),  # fmt: skip
-    "estimate-gap": (
-        lambda: commands.estimate_gap(
-            sorted(SAMPLES.glob("digits-*/*.safetensors")), "digits", "digits-test", setup=F64
-        ),
-        [
-            "estimate-gap",
-            *sorted(SAMPLES.glob("digits-*/*.safetensors")),
-            "--train",
-            "digits",
-            "--test",
-            "digits-test",
-            "--dtype",
-            "float64",
-            "--limit",
-            "120",
-        ],
-    ),  # fmt: skip
+        ("digits-test",),
+        {"count": 12, "jacobian": True},
+        ("--data", "digits-test", "--count", "12", "--jacobian"),
+    ),
+    "estimate-gap": (("digits", "digits-test"), {}, ("--train", "digits", "--test", "digits-test")),
 }
 
 
 @pytest.mark.parametrize("name", SAME)
 def test_one_library_call_gives_the_command_line_tables(tmp_path, name):
-    call, args = SAME[name]
-    result = call()
+    args, kwargs, options = SAME[name]
+    checkpoints = GAP_RUNS if name == "estimate-gap" else RUN
+    setup, extra = (tsens.Setup(), ()) if name == "info" else (F64, F64_ARGS)
+    result = commands.COMMANDS[name](checkpoints, *args, **kwargs, setup=setup)
     out, summary = tmp_path / "rows.parquet", tmp_path / "summary.parquet"
-    run(*args, "-o", out, "--summary", summary, "-q")
+    run(name, *checkpoints, *options, *extra, "-o", out, "--summary", summary, "-q")
     assert_same_table(result.table, pq.read_table(out))
     assert_same_table(result.summary, pq.read_table(summary))
     assert result.table.num_rows > 0 and result.summary.num_rows > 0
