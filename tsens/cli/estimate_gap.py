@@ -134,7 +134,12 @@ def _render(result: Any) -> None:
             f"{run}: test loss (accuracy %) by step",
             ["", *(render.fmt(r["step"]) for r in rows)],
             table,
-            caption="* fell back to naive (see the status columns); n/a: does not apply (no hidden layer)",
+            caption="* fell back to naive (see the status columns)"
+            + (
+                "; n/a: does not apply (no hidden layer)"
+                if any(NOT_APPLICABLE & set(r.values()) for r in rows)
+                else ""
+            ),
         )
     if result.evaluation is None:
         render.note("the test set has no labels: estimates only, no evaluation")
