@@ -153,7 +153,8 @@ def test_notebook_reprs_are_short():
     shown.append(commands.transitions(RUN[0], data, count=3).extra["results"][0])
     for thing in shown:
         text = repr(thing)
-        assert "\n" not in text and len(text) < 300 and "tensor(" not in text, text
+        short = text.replace(str(RUN[0]), "")  # however long the checkout's path is
+        assert "\n" not in text and len(short) < 250 and "tensor(" not in text, text
 
 
 def test_a_written_result_reads_back(tmp_path):
