@@ -17,6 +17,7 @@ from typing import Any
 from ..bounds import report
 from ..compute import Compute
 from ..datasets import Dataset
+from ..gap.features import CheckpointFeatures, checkpoint_features
 from ..measures import HIDDEN_LAYER_MEASURES, Options
 from ..network import Network, weight_norms
 from ..runs import CheckpointRef, parse_value
@@ -188,12 +189,10 @@ def features_job(
     load: Callable[[CheckpointRef], Network],
     keep_runs: frozenset[str] = frozenset(),
     cache: InputCache | None = None,
-) -> Any:
+) -> CheckpointFeatures:
     """One checkpoint's ``estimate-gap`` features (:mod:`tsens.gap.features`) from one pass of
     each set, with the test log-probabilities kept when its run has siblings (``keep_runs``),
     and a weightless copy of its network and the preprocessing applied, for provenance."""
-    from ..gap.features import checkpoint_features
-
     net = load(ref)
     if net.depth < 2:  # no hidden units: the estimators that need them say so
         measures = measures - HIDDEN_LAYER_MEASURES

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from ..network import Network
 from ..runs import CheckpointRef
-from ..tables import concat_tables, make_table, provenance, write_table
+from ..tables import concat_tables, make_table, provenance, table_provenance, write_table
 
 Row = dict[str, Any]
 
@@ -50,8 +50,6 @@ class CommandResult:
     @property
     def provenance(self) -> dict[str, Any]:
         """The record both tables carry: version, command, checkpoints, data sets, options."""
-        from ..tables import table_provenance
-
         return table_provenance(self.table)
 
     @property
