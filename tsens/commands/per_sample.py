@@ -11,7 +11,7 @@ executor) and returns the per-sample rows (``table``) and the summaries of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -131,8 +131,8 @@ def _per_sample(
     options: Options | None,
     recorded: dict[str, Any],
     *,
-    rows: Any,
-    summarize: Any,
+    rows: Callable[[Results], Mapping[str, Any]],
+    summarize: Callable[[Results], list[Row]],
     setup: Setup | None,
     progress: Progress | None,
 ) -> CommandResult:
