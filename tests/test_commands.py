@@ -180,6 +180,11 @@ def test_info_tables_carry_the_metadata_to_join_on(tmp_path):
     _net(a, (4, 3, 2), metadata={"note": "12"})
     _net(b, (4, 3, 2), metadata={"note": "twelve"})
     assert commands.info([a, b]).summary.column("meta.note").to_pylist() == ["12", "twelve"]
+    # an integer in one checkpoint and a decimal in another is a number (the zoo's label_noise)
+    _net(a, (4, 3, 2), metadata={"label_noise": "0"})
+    _net(b, (4, 3, 2), metadata={"label_noise": "0.2"})
+    for table in (commands.info([a, b]).table, commands.info([a, b]).summary):
+        assert table.column("meta.label_noise").to_pylist() in ([0, 0.2], [0, 0, 0.2, 0.2])
 
 
 def test_new_user_slips_are_one_line(tmp_path):

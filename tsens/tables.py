@@ -76,7 +76,7 @@ def concat_tables(tables: Sequence[pa.Table], meta: Mapping[str, Any]) -> pa.Tab
                 kinds.setdefault(field.name, set()).add(field.type)
     mixed = {name for name, types in kinds.items() if len(types) > 1 and not _numeric(types)}
     parts = [_as_text(part, mixed) for part in parts]
-    table = pa.concat_tables(parts, promote_options="default")
+    table = pa.concat_tables(parts, promote_options="permissive")  # int and float: float
     return table.replace_schema_metadata({"tsens": json.dumps(meta, default=str)})
 
 
