@@ -216,19 +216,18 @@ class Trajectories:
         polylines (zero-length segments add 0); for an ellipse 4a E(1 − b²/a²) with the
         semi-axes a ≥ b from the Gram matrix of (u, v) and E the complete elliptic integral of
         the second kind (``scipy.special.ellipe``), so a flat ellipse (b = 0) is 4a, its segment
-        there and back. Vectors are scaled by their largest entry first, so that squares
-        neither underflow to a zero length nor overflow."""
+        there and back. Vectors are scaled by the power of two nearest their largest entry
+        first, so that squares neither underflow to a zero length nor overflow; a power of two
+        scales exactly, so lengths of ordinary size are those of the plain formulas, bit for bit."""
         if not self.is_ellipse:
             p = self.points
             steps = np.diff(np.concatenate([p, p[:, :1]], axis=1) if self.closed else p, axis=1)
-            scale = np.abs(steps).max(2, keepdims=True)
-            unit = steps / np.where(scale > 0, scale, 1.0)
-            return (scale[..., 0] * np.sqrt((unit * unit).sum(2))).sum(1)
+            scale = _power_of_two(np.abs(steps).max(2, keepdims=True))
+            return (scale[..., 0] * np.linalg.norm(steps / scale, axis=2)).sum(1)
         from scipy.special import ellipe
 
-        scale = np.maximum(np.abs(self.u).max(1), np.abs(self.v).max(1))[:, None]
-        safe = np.where(scale > 0, scale, 1.0)
-        u, v = self.u / safe, self.v / safe  # largest entry ±1, so a² >= 1 below (or u = v = 0)
+        scale = _power_of_two(np.maximum(np.abs(self.u).max(1), np.abs(self.v).max(1))[:, None])
+        u, v = self.u / scale, self.v / scale  # largest entry in [0.5, 1): a² >= 1/4 (or u = v = 0)
         uu, vv, uv = (u * u).sum(1), (v * v).sum(1), (u * v).sum(1)
         half_trace, diff = (uu + vv) / 2, np.hypot((uu - vv) / 2, uv)
         big = half_trace + diff  # a², the larger eigenvalue of the 2×2 Gram matrix
@@ -260,6 +259,13 @@ class Trajectories:
             return False
         keys = ELLIPSE_KEYS if self.is_ellipse else ("points",)
         return all(np.array_equal(getattr(self, k), getattr(other, k)) for k in keys)
+
+
+def _power_of_two(largest: np.ndarray) -> np.ndarray:
+    """2^e with ``largest`` = f · 2^e, 0.5 ≤ f < 1 (1 where ``largest`` is 0): dividing by it
+    is exact."""
+    _, exponent = np.frexp(largest)
+    return np.where(largest > 0, np.ldexp(1.0, exponent), 1.0)
 
 
 def _floats(a: object, key: str, where: str, ndim: int) -> np.ndarray:
