@@ -236,3 +236,16 @@ def test_rows_with_mixed_value_types_make_a_valid_table():
     columns = columns_of([{"a": 1, "b": "x"}, {"a": "one"}, {}])
     assert columns == {"a": ["1", "one", None], "b": ["x", None, None]}
     assert pa.table(columns).num_rows == 3
+
+
+def test_every_job_is_a_module_level_function_a_cluster_can_run():
+    import inspect
+    import pickle
+
+    from tsens.commands.jobs import JOBS
+
+    for name, job in JOBS.items():
+        assert pickle.loads(pickle.dumps(job)) is job, name  # pickled by reference: a worker imports it
+        first, progress, *shared = inspect.signature(job).parameters.values()
+        assert progress.name == "progress" and progress.default is None, name
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in shared), name
