@@ -29,13 +29,14 @@ def bound(
     options = {**setup.record(), "reading": reading, "per_layer": per_layer}
     collector = Collector("bound", {"data": dataset.spec if dataset is not None else None}, options)
     runner = Runner(setup.executor_for(), progress)
-    shared = dict(
-        data=dataset, reading=reading, per_layer=per_layer, compute=setup.compute, load=setup.loader()
-    )
+    shared = dict(data=dataset, reading=reading, compute=setup.compute, load=setup.loader())
     samples = len(dataset) if dataset is not None else 0
     rows = []
     for ref, out in zip(refs, runner.map(bound_job, refs, shared, size=lambda _: samples), strict=True):
-        collector.add(ref, out.network, out.columns, out.summary, out.applied)
-        runner.progress.checkpoint(out.network, out.summary, out.columns)
-        rows.append(out.detail)
+        row = out.detail.row()
+        columns = out.detail.layer_rows() if per_layer else {k: [v] for k, v in row.items()}
+        columns.pop("checkpoint")
+        collector.add(ref, out.network, columns, out.summary, out.applied)
+        runner.progress.checkpoint(out.network, out.summary, columns)
+        rows.append(row)
     return collector.result({"rows": rows})

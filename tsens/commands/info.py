@@ -16,7 +16,7 @@ def info(
     """Every checkpoint described (module docstring); nothing but the weights is read."""
     setup = setup or Setup()
     refs = setup.checkpoints(checkpoints)
-    collector = Collector("info", {}, setup.record())
+    collector = Collector("info", {}, setup.record(computes=False))
     runner = Runner(setup.executor_for(), progress)
     for ref, out in zip(refs, runner.map(info_job, refs, {"load": setup.loader()}), strict=True):
         collector.add(ref, out.network, out.columns, out.summary)

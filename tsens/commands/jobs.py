@@ -102,21 +102,19 @@ def bound_job(
     *,
     data: Dataset | None,
     reading: str,
-    per_layer: bool,
     compute: Compute,
     load: Loader,
 ) -> Outcome:
-    """The bounds of one checkpoint (:func:`tsens.bounds.report`): its row, or with
-    ``per_layer`` a row per layer; ``detail`` is the checkpoint row either way."""
+    """The bounds of one checkpoint (:func:`tsens.bounds.report`) and its summary row;
+    ``detail`` is the :class:`~tsens.bounds.Report`, whose rows the command lays out where it
+    runs (the weight norms in them are computed there, with its own threads, as they always
+    were, so a cluster's tables equal the local ones)."""
     net = load(ref)
     rep = report(
         net, reading=reading, dataset=data, compute=compute if data is not None else None, progress=progress
     )
-    row = rep.row()
-    columns = rep.layer_rows() if per_layer else {k: [v] for k, v in row.items()}
-    columns.pop("checkpoint")
     applied = {"preprocess": rep.measured.preprocess} if rep.measured is not None else {}
-    return Outcome(net, columns, [rep.summary()], applied, row)
+    return Outcome(net, None, [rep.summary()], applied, rep)
 
 
 def _per_set(progress: Callable[[int], None] | None) -> Callable[[str], Any] | None:

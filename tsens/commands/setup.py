@@ -92,21 +92,27 @@ class Setup:
             check_inputs(refs, sets, self.layers)
         return refs
 
-    def record(self) -> dict[str, Any]:
+    def record(self, *, computes: bool = True) -> dict[str, Any]:
         """The settings a table's provenance records (the preprocessing and the activation
-        applied are recorded per checkpoint)."""
+        applied are recorded per checkpoint); a command that reads no data and computes nothing
+        but the weights' norms (``computes=False``: ``info``) records how it loaded them."""
         executor = self.executor if isinstance(self.executor, str) else self.executor.name
-        return {
+        loading = {
             "layers": ",".join(self.layers) if self.layers else None,
             "run_pattern": self.run_pattern,
+            "executor": executor,
+            "ray_address": self.ray_address,
+        }
+        if not computes:
+            return loading
+        return {
+            **loading,
             "data_root": self.data_root,
             "limit": self.limit,
             "device": self.compute.device,
             "dtype": self.compute.dtype,
             "batch_size": self.compute.batch_size,
             "seed": self.compute.seed,
-            "executor": executor,
-            "ray_address": self.ray_address,
         }
 
 
