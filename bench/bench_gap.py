@@ -7,11 +7,15 @@ inputs (random uint8 images, cifar10 normalization recorded in each checkpoint),
 * baseline: ``nn.Sequential`` forward passes of every checkpoint over the preprocessed train
   and test inputs already in memory, timed again after each tsens run; each ratio divides by
   the fastest baseline timed so far (timings on this shared machine vary by about ±30 %);
-* tsens: :func:`tsens.commands.estimate_gap` with every estimator but ``calibrated`` (test labels
-  given, so ``mean-gap`` is cross-fitted), from loading the checkpoints and data to the last
-  estimate; and, apart, with ``calibrated`` too.
+* tsens: :func:`tsens.commands.estimate_gap` from loading the checkpoints and data to the last
+  estimate, test labels given (so the calibrated estimators are cross-fitted leave-one-run-out)
+  and the five runs siblings (one ``config``: disagreement and agreement run): ``naive`` alone
+  (the floor: one pass per set); the default (every estimator that can run, the calibrated one
+  choosing among feature sets up to ``field``); and the default with ``--features sensitivity``
+  and ``all`` (the Jacobian, tangent, active-unit, membership, boundary, region and margin
+  measures).
 
-Usage: python bench/bench_gap.py [--checkpoints 50] [--train 50000] [--test 10000] [--no-calibrated]
+Usage: python bench/bench_gap.py [--checkpoints 50] [--train 50000] [--test 10000] [--quick]
 """
 
 from __future__ import annotations
@@ -30,7 +34,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from nets import random_network  # noqa: E402
 
 import tsens  # noqa: E402
-from tsens.choices import ESTIMATORS  # noqa: E402
 from tsens.commands import estimate_gap  # noqa: E402
 
 WIDTHS = (3072, 100, 100, 100, 100, 10)
@@ -54,7 +57,12 @@ def write_checkpoints(root: Path, count: int) -> list[str]:
         state = {k: v.float().contiguous() for k, v in net.torch_module().state_dict().items()}
         path = root / f"run{run}" / f"step={step}.safetensors"
         path.parent.mkdir(exist_ok=True)
-        meta = {"run": f"run{run}", "step": str(step), "tsens.preprocess": '{"normalize": "cifar10"}'}
+        meta = {
+            "run": f"run{run}",
+            "step": str(step),
+            "config": "one",
+            "tsens.preprocess": '{"normalize": "cifar10"}',
+        }
         save_file(state, str(path), metadata=meta)
         paths.append(str(path))
     return paths
@@ -72,7 +80,7 @@ def main() -> None:
     parser.add_argument("--checkpoints", type=int, default=50)
     parser.add_argument("--train", type=int, default=50_000)
     parser.add_argument("--test", type=int, default=10_000)
-    parser.add_argument("--no-calibrated", action="store_true", help="Skip the run with calibrated.")
+    parser.add_argument("--quick", action="store_true", help="Skip --features all (the slowest).")
     args = parser.parse_args()
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
@@ -100,19 +108,22 @@ def main() -> None:
         print(f"  plain forward passes (nn.Sequential, data in memory)  {forward:8.1f} s")
 
         refs = tsens.plan_runs(paths)
-        runs = [
-            ("estimate-gap, every estimator but calibrated", [n for n in ESTIMATORS if n != "calibrated"])
+        runs: list[tuple[str, dict]] = [
+            ("estimate-gap, naive only (one pass per set)", {"estimators": ["naive"]}),
+            ("estimate-gap, the default", {}),
+            ("estimate-gap, --features sensitivity", {"features": "sensitivity"}),
         ]
-        if not args.no_calibrated:
-            runs.append(("estimate-gap, with calibrated", list(ESTIMATORS)))
-        for label, names in runs:
+        if not args.quick:
+            runs.append(("estimate-gap, --features all", {"features": "all"}))
+        for label, options in runs:
             start = time.perf_counter()
-            estimate_gap(
-                refs, str(train_path), str(test_path), estimators=names,
+            result = estimate_gap(
+                refs, str(train_path), str(test_path), **options,
                 setup=tsens.Setup(compute=tsens.Compute(batch_size=1024)),
             )  # fmt: skip
             took = time.perf_counter() - start
             print(f"  {label:<52s} {took:8.1f} s  = {took / forward:5.2f}× the forward passes")
+            print(f"    estimators: {', '.join(result.extra['gap'].names)}")
             again = forward_passes()
             forward = min(forward, again)  # the faster baseline, so the ratio is never flattered
             print(f"  plain forward passes again                             {again:8.1f} s")

@@ -1,32 +1,52 @@
-"""Train the development zoo: a varied population of small ReLU MLP checkpoints for building and
-testing generalization estimators (``tsens estimate-gap``).
+"""Train the development zoo: a population of small ReLU MLP checkpoints for building and testing
+generalization estimators (``tsens estimate-gap``), including the cases where "test = train"
+and other simple estimators fail.
 
 Runs on the shipped data sets ``digits`` and ``mnist1d`` (loaded through
-:func:`tsens.datasets.load_dataset`), varying width, depth, weight decay, label noise, learning
-rate, batch size, optimizer, BatchNorm and seed. Several configurations are trained with more
-than one seed: sibling runs share ``config`` and differ only in ``seed`` (initialization and
-batch order). Each run is saved at five epochs spread over training, from under-fit (epoch 1)
-to long past the point where test loss starts to rise, as ``<out>/<run>/step=NNNNN.safetensors``.
+:func:`tsens.datasets.load_dataset`). The configurations form a grid of one-axis variations
+around a base network per data set (hidden width 32, one hidden layer on digits and two on
+mnist1d, AdamW at learning rate 0.002, batch size 64, no weight decay, clean labels, the whole
+training set, no BatchNorm), so that for every hyper-parameter axis (width, depth, learning
+rate, batch size, weight decay, label noise, training fraction, optimizer, BatchNorm) there are
+groups of configurations that differ along that axis only (Jiang et al. 2020's granulated
+Kendall τ); :func:`axis_groups` lists them and the README shows them. Every configuration is
+trained with three seeds: sibling runs share ``config`` and differ only in ``seed``
+(initialization and batch order).
 
-Label-noise runs are trained on a fixed noisy copy of the training set, written once per
-(data set, noise level, noise seed) as ``<out>/data/<dataset>-noiseNN.npz`` (``x``: the raw
-training inputs exactly as ``load_dataset(name).x`` holds them; ``y``: the noisy labels); their
-metadata ``dataset`` is that file's path relative to the repository root, and their train
-metrics are measured on those noisy labels (the labels a user of the checkpoint has).
+Hard cases on purpose: label-noise runs (20 % and 40 % wrong labels on digits, 40 % on
+mnist1d) whose wide networks memorize the noisy labels (train accuracy → 1 while clean test
+accuracy falls) next to narrower ones that cannot; runs on 10 % of digits and 25 % of mnist1d;
+and every run is trained long past its best test loss. Each run is saved at five epochs spread
+over training, from under-fit (epoch 1) to over-trained, as
+``<out>/<run>/step=NNNNN.safetensors``; the runs on a fraction of the training set are saved
+after k times as many epochs (k = batches per epoch of the whole set / of the subset: 7 and
+4), i.e. after about as many optimizer steps as the full-data runs.
+
+Label-noise and training-fraction runs train on a fixed copy of their training set, written
+once per (data set, level) as ``<out>/data/<dataset>-noiseNN.npz`` (``x``: the shipped training
+inputs exactly as ``load_dataset(name).x`` holds them; ``y``: the labels with a fraction
+replaced by a different class drawn uniformly, seed 1234) or ``<out>/data/<dataset>-fracNN.npz``
+(``x``, ``y``: the samples of ``load_dataset(name, limit=round(f * n), seed=1234)``; ``indices``:
+their positions in the shipped training set); their metadata ``dataset`` is that file's path
+relative to the repository root, and their train metrics are measured on that file (the noisy
+labels for label-noise runs: the labels a user of the checkpoint has).
 
 Every checkpoint carries string metadata: ``run``, ``config``, ``seed``, ``step``, ``epoch``,
 ``dataset``, ``test_dataset``, ``tsens.activation``, ``tsens.preprocess``, ``train_loss``,
 ``train_acc``, ``test_loss``, ``test_acc`` (mean cross-entropy in nats and accuracy as a fraction,
-full sets, eval mode, computed in float64 from the stored float32 weights), and the training
-settings (``architecture``, ``optimizer``, ``lr``, ``momentum``, ``batch_size``, ``weight_decay``,
-``label_noise``, ``label_noise_seed``, ``bias``, ``batchnorm``, ``epochs``). Label-noise runs also
-record ``clean_train_loss``/``clean_train_acc`` on the original labels. The script also writes
-``<out>/runs.csv`` (one line per checkpoint) and ``<out>/README.md`` (a table of runs).
+full sets, eval mode, computed in float64 from the stored float32 weights), the axes ``width``
+(the hidden width: every hidden layer of a zoo network has the same width), ``depth`` (number
+of hidden layers), ``lr``, ``batch_size``, ``weight_decay``, ``label_noise``,
+``train_fraction``, ``optimizer``, ``batchnorm``, and the other settings (``architecture``,
+``momentum``, ``bias``, ``epochs``, ``label_noise_seed``, ``train_fraction_seed``). Label-noise
+runs also record ``clean_train_loss``/``clean_train_acc`` on the original labels. The script also
+writes ``<out>/runs.csv`` (one line per checkpoint) and ``<out>/README.md`` (the runs and axes).
 
-CPU only, one thread, deterministic (seeded; same bytes on every run on the same torch build);
-a couple of minutes. Run from the repository root::
+CPU only, deterministic (seeded, one torch thread per run; same bytes on every run on the same
+torch build, whatever ``--jobs``); 12 to 15 CPU minutes, under eight minutes with the default two
+worker processes on a two-core machine that is not busy otherwise. Run from the repository root::
 
-    python scripts/make_zoo.py [--out DIR]      # default: zoo/ at the repository root
+    python scripts/make_zoo.py [--out DIR] [--jobs N]   # default: zoo/ at the repository root
 
 An existing output directory is replaced only if it is empty or holds a previous zoo
 (``runs.csv``).
@@ -39,10 +59,13 @@ import copy
 import csv
 import io
 import json
+import math
+import multiprocessing
 import shutil
 import time
 import zipfile
-from dataclasses import dataclass
+from collections import defaultdict
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,11 +74,19 @@ from safetensors.torch import save
 from training import train_epochs
 
 from tsens.datasets import Dataset, Preprocess, load_dataset
+from tsens.gap import evaluation
 
 ROOT = Path(__file__).resolve().parent.parent
-NOISE_SEED = 1234  # one fixed noisy training set per (data set, noise level)
-DIGITS_EPOCHS = (1, 6, 20, 50, 120)
-MNIST1D_EPOCHS = (1, 5, 15, 40, 100)
+DATA_SEED = 1234  # one fixed noisy copy / subset per (data set, level)
+SEEDS = (0, 1, 2)
+INPUTS = {"digits": 64, "mnist1d": 40}
+CLASSES = 10
+# Save after these epochs; stretched to about as many steps on a training fraction (Config.epochs).
+SCHEDULES = {"digits": (1, 10, 30, 100, 400), "mnist1d": (1, 5, 15, 50, 150)}
+TRAIN_SIZES = {"digits": 1297, "mnist1d": 4000}  # checked against the loaded sets
+# The hyper-parameter axes of the granulated τ, as metadata keys, that a configuration fixes
+# (each configuration has one value on each; momentum goes with the optimizer, epoch with the step).
+AXES = tuple(a for a in evaluation.AXES if a not in ("momentum", "epoch"))
 CSV_COLUMNS = (
     "run",
     "config",
@@ -74,26 +105,52 @@ class Config:
     """One training configuration; trained once per seed in ``seeds``."""
 
     dataset: str
-    widths: tuple[int, ...]  # (d, h_1, ..., n)
-    seeds: tuple[int, ...] = (0,)
-    epochs: tuple[int, ...] = DIGITS_EPOCHS  # save after these epochs
+    hidden: tuple[int, ...]  # hidden widths (all equal in this zoo)
+    seeds: tuple[int, ...] = SEEDS
     lr: float = 2e-3
     batch_size: int = 64
     weight_decay: float = 0.0
     label_noise: float = 0.0
+    train_fraction: float = 1.0
     optimizer: str = "AdamW"  # AdamW (decoupled weight decay) or SGD
     momentum: float = 0.0  # SGD only
     batchnorm: bool = False
-    note: str = "baseline"  # what varies, for the README table
+    note: str = "base"  # what varies, for the README table
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return (INPUTS[self.dataset], *self.hidden, CLASSES)
 
     @property
     def architecture(self) -> str:
         return "-".join(map(str, self.widths))
 
     @property
+    def epochs(self) -> tuple[int, ...]:
+        """Save after these epochs: the data set's schedule, stretched on a training fraction to
+        about as many optimizer steps (batches per epoch of the whole set / of the subset)."""
+        n = TRAIN_SIZES[self.dataset]
+        full, part = (math.ceil(m / self.batch_size) for m in (n, round(self.train_fraction * n)))
+        return tuple(e * round(full / part) for e in SCHEDULES[self.dataset])
+
+    @property
     def preprocess(self) -> str:
         """Digits pixels are already in [0, 1]; mnist1d is z-scored with training statistics."""
         return "standard" if self.dataset == "mnist1d" else "none"
+
+    def axes(self) -> dict[str, str]:
+        """The value on each axis of :data:`AXES`, as written in the metadata."""
+        return {
+            "width": str(self.hidden[0]),
+            "depth": str(len(self.hidden)),
+            "lr": f"{self.lr:g}",
+            "batch_size": str(self.batch_size),
+            "weight_decay": f"{self.weight_decay:g}",
+            "label_noise": f"{self.label_noise:g}",
+            "train_fraction": f"{self.train_fraction:g}",
+            "optimizer": self.optimizer,
+            "batchnorm": str(self.batchnorm).lower(),
+        }
 
     @property
     def name(self) -> str:
@@ -109,59 +166,98 @@ class Config:
             tags.append(f"wd{self.weight_decay:g}")
         if self.label_noise:
             tags.append(f"noise{round(100 * self.label_noise):02d}")
+        if self.train_fraction != 1:
+            tags.append(f"frac{round(100 * self.train_fraction):02d}")
         if self.batchnorm:
             tags.append("bn")
         return "-".join(tags)
 
 
-def _d(widths: tuple[int, ...], **kw: object) -> Config:
-    return Config("digits", widths, **kw)  # type: ignore[arg-type]
+def _grid(
+    base: Config,
+    *,
+    small: int,
+    wide: int,
+    depths: tuple[int, int],
+    weight_decay: float,
+    noise: tuple[float, ...],
+    fraction: float,
+) -> list[Config]:
+    """The one-axis variations around ``base``; the label-noise configurations at the base width
+    (which cannot memorize the noise) and at ``wide`` (which memorizes it); the training-fraction
+    configurations without and with ``weight_decay``."""
+    w, depth = base.hidden[0], len(base.hidden)
 
+    def at(width: int, d: int = depth) -> tuple[int, ...]:
+        return (width,) * d
 
-def _m(widths: tuple[int, ...], **kw: object) -> Config:
-    kw.setdefault("epochs", MNIST1D_EPOCHS)
-    return Config("mnist1d", widths, **kw)  # type: ignore[arg-type]
+    def v(note: str, **changes: object) -> Config:
+        return replace(base, note=note, **changes)  # type: ignore[arg-type]
+
+    percent = f"{100 * fraction:g}% of the training set"
+    return [
+        base,
+        v(f"width {small}", hidden=at(small)),
+        v(f"width {wide} (wide)", hidden=at(wide)),
+        *(v(f"depth {d}", hidden=at(w, d)) for d in depths),
+        v("learning rate 0.01", lr=1e-2),
+        v("batch size 256", batch_size=256),
+        v(f"weight decay {weight_decay:g}", weight_decay=weight_decay),
+        v("SGD, momentum 0.9, lr 0.01 (vs AdamW at lr 0.01)", optimizer="SGD", momentum=0.9, lr=1e-2),
+        v("BatchNorm1d after each hidden Linear", batchnorm=True),
+        *(
+            config
+            for level in noise
+            for config in (
+                v(f"{100 * level:g}% label noise (cannot memorize it)", label_noise=level),
+                v(
+                    f"{100 * level:g}% label noise, width {wide} (memorizes it)",
+                    label_noise=level,
+                    hidden=at(wide),
+                ),
+            )
+        ),
+        v(percent, train_fraction=fraction),
+        v(f"{percent}, weight decay {weight_decay:g}", train_fraction=fraction, weight_decay=weight_decay),
+    ]
 
 
 CONFIGS = (
-    # digits: 64 inputs, 1,297 training samples
-    _d((64, 32, 10), seeds=(0, 1, 2)),
-    _d((64, 16, 10), note="width 16"),
-    _d((64, 96, 10), note="width 96"),
-    _d((64, 48, 48, 10), seeds=(0, 1), note="depth 2"),
-    _d((64, 24, 24, 24, 10), note="depth 3, narrow"),
-    _d((64, 48, 10), weight_decay=1.0, note="weight decay 1"),
-    _d((64, 48, 10), weight_decay=10.0, note="weight decay 10 (strong; under-fits)"),
-    _d((64, 48, 10), label_noise=0.2, seeds=(0, 1), note="20% label noise"),
-    _d((64, 48, 10), label_noise=0.5, note="50% label noise"),
-    _d(
-        (64, 96, 10),
-        label_noise=0.35,
-        lr=1e-2,
-        epochs=(1, 5, 20, 60, 150),
-        note="35% label noise, wide, lr 1e-2, long (memorizes the noise)",
+    # digits: 64 inputs, 1,297 training samples; base 64-32-10
+    *_grid(
+        Config("digits", (32,)),
+        small=16,
+        wide=128,
+        depths=(2, 3),
+        weight_decay=1.0,
+        noise=(0.2, 0.4),
+        fraction=0.1,
     ),
-    _d((64, 32, 10), lr=1e-4, note="learning rate 1e-4 (slow)"),
-    _d((64, 32, 10), lr=3e-2, seeds=(0, 1), note="learning rate 3e-2 (large)"),
-    _d((64, 32, 10), batch_size=16, epochs=(1, 3, 10, 25, 60), note="batch size 16"),
-    _d((64, 32, 10), batch_size=512, note="batch size 512"),
-    _d((64, 48, 10), optimizer="SGD", lr=0.05, momentum=0.9, note="SGD, momentum 0.9"),
-    _d((64, 48, 10), optimizer="SGD", lr=0.01, note="plain SGD, lr 0.01 (under-fits)"),
-    _d((64, 48, 48, 10), batchnorm=True, note="BatchNorm1d after hidden Linears"),
-    # mnist1d: 40 inputs, 4,000 training samples; MLPs overfit it strongly
-    _m((40, 64, 10), seeds=(0, 1, 2)),
-    _m((40, 16, 10), note="width 16"),
-    _m((40, 128, 10), note="width 128"),
-    _m((40, 48, 48, 10), seeds=(0, 1), note="depth 2"),
-    _m((40, 80, 80, 10), note="depth 2, wider (memorizes)"),
-    _m((40, 32, 32, 32, 10), note="depth 3, narrow"),
-    _m((40, 64, 10), weight_decay=1.0, seeds=(0, 1), note="weight decay 1"),
-    _m((40, 64, 10), weight_decay=5.0, note="weight decay 5 (strong)"),
-    _m((40, 64, 10), lr=1e-2, note="learning rate 1e-2 (large)"),
-    _m((40, 64, 10), lr=3e-4, note="learning rate 3e-4 (slow)"),
-    _m((40, 64, 10), batch_size=256, note="batch size 256"),
-    _m((40, 48, 48, 10), batchnorm=True, note="BatchNorm1d after hidden Linears"),
+    # mnist1d: 40 inputs, 4,000 training samples; base 40-32-32-10. MLPs overfit it strongly. One
+    # noise level only: each noisy copy of the training set holds its 4,000 × 40 float32 inputs.
+    *_grid(
+        Config("mnist1d", (32, 32)),
+        small=16,
+        wide=96,
+        depths=(1, 3),
+        weight_decay=0.3,
+        noise=(0.4,),
+        fraction=0.25,
+    ),
 )
+
+
+def axis_groups(configs: tuple[Config, ...] = CONFIGS) -> dict[str, list[list[Config]]]:
+    """For each axis, the groups of (two or more) configurations that differ along it only."""
+    groups: dict[str, list[list[Config]]] = {}
+    for axis in AXES:
+        by_rest: dict[tuple, list[Config]] = defaultdict(list)
+        for c in configs:
+            rest = tuple(v for k, v in c.axes().items() if k != axis)
+            momentum = () if axis == "optimizer" else (c.momentum,)  # it goes with the optimizer
+            by_rest[(c.dataset, *momentum, *rest)].append(c)
+        groups[axis] = [g for g in by_rest.values() if len(g) > 1]
+    return groups
 
 
 def build(config: Config) -> torch.nn.Sequential:
@@ -221,19 +317,40 @@ def spec_for(path: Path) -> str:
         return str(path.resolve())
 
 
+def data_file(config: Config, out: Path) -> Path | None:
+    """The training-set copy of a label-noise or training-fraction run (None: the shipped set)."""
+    if config.label_noise and config.train_fraction != 1:
+        raise ValueError(f"{config.name}: label noise on a training fraction is not supported")
+    if config.label_noise:
+        return out / "data" / f"{config.dataset}-noise{round(100 * config.label_noise):02d}.npz"
+    if config.train_fraction != 1:
+        return out / "data" / f"{config.dataset}-frac{round(100 * config.train_fraction):02d}.npz"
+    return None
+
+
+def write_data_file(config: Config, out: Path) -> None:
+    """Write the config's training-set copy once (before any worker reads it)."""
+    path = data_file(config, out)
+    if path is None or path.exists():
+        return
+    clean = load_dataset(config.dataset)
+    assert clean.y is not None and len(clean) == TRAIN_SIZES[config.dataset]
+    if config.label_noise:
+        arrays = {"x": clean.x, "y": noisy_labels(clean.y, config.label_noise, CLASSES, DATA_SEED)}
+    else:
+        sub = load_dataset(config.dataset, limit=round(config.train_fraction * len(clean)), seed=DATA_SEED)
+        arrays = {"x": sub.x, "y": sub.y, "indices": sub.indices}  # type: ignore[dict-item]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_npz(path, arrays)
+
+
 def training_set(config: Config, out: Path) -> tuple[str, Dataset]:
-    """The (possibly noisy) training set spec and data set, writing the noisy file once."""
-    if not config.label_noise:
-        return config.dataset, load_dataset(config.dataset, preprocess=Preprocess(config.preprocess))
-    path = out / "data" / f"{config.dataset}-noise{round(100 * config.label_noise):02d}.npz"
-    if not path.exists():
-        clean = load_dataset(config.dataset)
-        assert clean.y is not None
-        y = noisy_labels(clean.y, config.label_noise, config.widths[-1], NOISE_SEED)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_npz(path, {"x": clean.x, "y": y})
-    spec = spec_for(path)
-    return spec, load_dataset(str(path), preprocess=Preprocess(config.preprocess))
+    """The training set's spec (as written in metadata) and the preprocessed data set."""
+    path = data_file(config, out)
+    spec = config.dataset if path is None else spec_for(path)
+    return spec, load_dataset(
+        config.dataset if path is None else str(path), preprocess=Preprocess(config.preprocess)
+    )
 
 
 @torch.no_grad()
@@ -281,16 +398,12 @@ def train(config: Config, seed: int, out: Path) -> list[dict[str, str]]:
         "test_dataset": f"{config.dataset}-test",
         "tsens.activation": "relu",
         "tsens.preprocess": preprocess.to_json(),
+        **config.axes(),
         "architecture": config.architecture,
-        "optimizer": config.optimizer,
-        "lr": f"{config.lr:g}",
         "momentum": f"{config.momentum:g}",
-        "batch_size": str(config.batch_size),
-        "weight_decay": f"{config.weight_decay:g}",
-        "label_noise": f"{config.label_noise:g}",
-        "label_noise_seed": str(NOISE_SEED) if config.label_noise else "",
+        "label_noise_seed": str(DATA_SEED) if config.label_noise else "",
+        "train_fraction_seed": str(DATA_SEED) if config.train_fraction != 1 else "",
         "bias": "true",
-        "batchnorm": str(config.batchnorm).lower(),
         "epochs": str(max(config.epochs)),
     }
     (out / run).mkdir(parents=True)
@@ -318,58 +431,182 @@ def train(config: Config, seed: int, out: Path) -> list[dict[str, str]]:
     return saved
 
 
+def _cost(config: Config) -> float:
+    """Rough training time, to start the longest runs first (only the wall time depends on it)."""
+    n = TRAIN_SIZES[config.dataset] * config.train_fraction
+    steps = max(config.epochs) * math.ceil(n / config.batch_size)
+    modules = len(config.hidden) * (3 if config.batchnorm else 2) + 1
+    return steps * modules * (1 + sum(config.widths[1:-1]) * config.batch_size / 20000)
+
+
+def _init_worker() -> None:
+    # One thread: the matrices are tiny, and the runs are spread over processes instead.
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+
+
+def _job(job: tuple[int, Config, int, Path]) -> tuple[int, list[dict[str, str]], float]:
+    index, config, seed, out = job
+    start = time.process_time()
+    saved = train(config, seed, out)
+    return index, saved, time.process_time() - start
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
+def _order(value: str) -> tuple[float, str]:
+    """Axis values in numeric order (``false`` < ``true``, ``AdamW`` < ``SGD``)."""
+    try:
+        return float(value), value
+    except ValueError:
+        return 0.0, value
+
+
 def readme(rows: list[dict[str, str]], configs: dict[str, Config]) -> str:
     final: dict[str, dict[str, str]] = {}
     for meta in rows:
         final[meta["run"]] = meta  # last checkpoint of each run
+    by_config: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for meta in final.values():
+        by_config[meta["config"]].append(meta)
+    # each shipped set, then the copies made from it
+    datasets = sorted({m["dataset"] for m in rows}, key=lambda d: (Path(d).name.split("-")[0], "/" in d, d))
     lines = [
         "# Development zoo",
         "",
         "A population of small ReLU MLPs with varied generalization, for building and testing the",
-        "generalization estimators of `tsens estimate-gap`. Made by `scripts/make_zoo.py`",
-        "(`python scripts/make_zoo.py`; CPU, one thread, seeded and deterministic, a few minutes);",
-        "do not edit by hand. Each run `<run>/` holds five checkpoints `step=NNNNN.safetensors`",
-        "saved after the epochs listed below (from under-fit to over-trained); `runs.csv` has one",
-        "line per checkpoint. Runs whose names differ only in the final `-sN` are siblings: same",
-        "configuration (`config`), different seed (initialization and batch order).",
+        'generalization estimators of `tsens estimate-gap`, with the cases where "test = train" and',
+        "other simple estimators fail: networks that memorize noisy labels, networks trained on a",
+        "small fraction of the training set, and every run trained long past its best test loss.",
+        "Made by `scripts/make_zoo.py` (`python scripts/make_zoo.py`; CPU, one torch thread per run,",
+        "two worker processes, seeded and deterministic, under eight minutes on two cores); do",
+        "not edit by hand.",
         "",
-        f"{len(final)} runs, {len(rows)} checkpoints. Final train accuracy is on the labels the run",
-        "was trained with (the noisy ones for label-noise runs); test accuracy on the clean test set.",
+        f"{len(final)} runs of {len(by_config)} configurations (three seeds each), {len(rows)} checkpoints.",
+        "Each run `<run>/` holds five checkpoints `step=NNNNN.safetensors` saved after the epochs",
+        "listed below, from under-fit to over-trained; `runs.csv` has one line per checkpoint. Runs",
+        "whose names differ only in the final `-sN` are siblings: same configuration (`config`),",
+        "different seed (initialization and batch order). Run names are",
+        "`<dataset>-<architecture>-<tags>-s<seed>`, with a tag for every setting off the base",
+        "(`sgd-m0.9`, `lr…`, `bs…`, `wd…`, `noiseNN`, `fracNN`, `bn`).",
         "",
-        "| run | data set | architecture | what varies | saved after epochs | final train acc | "
-        "final test acc |",
-        "|---|---|---|---|---|---|---|",
+        "## Configurations",
+        "",
+        "Train and test accuracy after the last epoch, min–max over the three seeds. Train accuracy",
+        "is on the labels the run was trained with (the noisy ones for label-noise runs); test",
+        "accuracy on the clean test set.",
+        "",
     ]
-    for run, meta in final.items():
-        config = configs[meta["config"]]
-        epochs = ", ".join(map(str, config.epochs))
-        lines.append(
-            f"| `{run}` | {meta['dataset']} | {config.architecture} | {config.note} | {epochs} | "
-            f"{float(meta['train_acc']):.3f} | {float(meta['test_acc']):.3f} |"
+    table = []
+    for name, metas in by_config.items():
+        c = configs[name]
+        tr = [float(m["train_acc"]) for m in metas]
+        te = [float(m["test_acc"]) for m in metas]
+        table.append(
+            [
+                f"`{name}`",
+                metas[0]["dataset"],
+                c.axes()["width"],
+                c.axes()["depth"],
+                c.note,
+                ", ".join(map(str, c.epochs)),
+                f"{min(tr):.3f}–{max(tr):.3f}",
+                f"{min(te):.3f}–{max(te):.3f}",
+            ]
         )
+    header = [
+        "config",
+        "data set",
+        "width",
+        "depth",
+        "what varies",
+        "saved after epochs",
+        "train acc",
+        "test acc",
+    ]
+    lines += _table(header, table)
     lines += [
         "",
+        "Runs per training set (metadata `dataset`; `scripts/evaluate_zoo.py` evaluates each as one",
+        "group):",
+        "",
+    ]
+    per_set = []
+    for d in datasets:
+        members = [name for name, metas in by_config.items() if metas[0]["dataset"] == d]
+        runs = sum(len(by_config[name]) for name in members)
+        per_set.append([f"`{d}`", str(runs), str(sum(m["dataset"] == d for m in rows)), str(len(members))])
+    lines += _table(["training set", "runs", "checkpoints", "configurations"], per_set)
+    lines += [
+        "",
+        "## Hyper-parameter axes",
+        "",
+        "Every checkpoint records its value on each axis as metadata (strings): `width` (the hidden",
+        "width; all hidden layers of a zoo network have the same width, so the architecture is",
+        "`<inputs>-<width>×depth-10`), `depth` (number of hidden layers), `lr`, `batch_size`,",
+        "`weight_decay`, `label_noise` (fraction of wrong training labels), `train_fraction`",
+        "(fraction of the shipped training set trained on), `optimizer` (`AdamW`, or `SGD` with",
+        "`momentum` 0.9: the momentum goes with the optimizer) and `batchnorm`. The groups of",
+        "configurations that differ along one axis only, for Jiang et al. 2020's granulated Kendall",
+        "τ (the other axes as in the base configuration of each data set unless listed; checkpoints",
+        "pair up by their position in the run, e.g. the last one, or by `epoch`, except along",
+        "`train_fraction`, whose runs save after more epochs, at about the same `step`):",
+        "",
+    ]
+    bases = {c.dataset: c for c in configs.values() if c.note == "base"}
+    axis_rows = []
+    for axis, groups in axis_groups(tuple(configs.values())).items():
+        for group in groups:
+            values = group[0].axes()
+            base = bases[group[0].dataset].axes()
+            off = [f"{k} {v}" for k, v in values.items() if k != axis and v != base[k]]
+            if axis != "optimizer" and group[0].optimizer != "AdamW":
+                off.append(f"momentum {group[0].momentum:g}")
+            axis_rows.append(
+                [
+                    f"`{axis}`",
+                    group[0].dataset,
+                    ", ".join(sorted((c.axes()[axis] for c in group), key=_order)),
+                    ", ".join(off) or "base",
+                ]
+            )
+    lines += _table(["axis", "data set", "values", "other axes off the base"], axis_rows)
+    lines += [
+        "",
+        "## Training and metadata",
+        "",
         "Training: cross-entropy, AdamW (decoupled `weight_decay`) unless the run says SGD, learning",
-        "rate 0.002 and batch size 64 unless the name says otherwise (`lr…`, `bs…`, `wd…`). Models",
-        "are `nn.Sequential` with biases (keys `0.weight`, `0.bias`, `2.weight`, ...; the `-bn` runs",
-        "have BatchNorm1d after each hidden Linear, keys `1.weight`, `1.running_mean`, ...), stored",
-        "in float32. Digits inputs are the shipped pixels scaled into [0, 1]; mnist1d inputs are",
-        "z-scored with the training set's scalar mean and std.",
+        "rate 0.002 and batch size 64 unless the name says otherwise. Models are `nn.Sequential`",
+        "with biases (keys `0.weight`, `0.bias`, `2.weight`, ...; the `-bn` runs have BatchNorm1d",
+        "after each hidden Linear, keys `1.weight`, `1.running_mean`, ...), stored in float32.",
+        "Digits inputs are the shipped pixels scaled into [0, 1]; mnist1d inputs are z-scored with",
+        "the training set's scalar mean and std (of the subset, for the `fracNN` runs).",
         "",
         "Metadata (all strings, safetensors `__metadata__`): `run` (unique), `config` (the run name",
         "without the seed; siblings share it), `seed`, `step` (optimizer steps so far), `epoch`,",
-        "`dataset` (the training set: `digits`, `mnist1d`, or for label-noise runs the noisy copy",
-        "`zoo/data/<dataset>-noiseNN.npz`, path relative to the repository root, whose `x` is the",
-        "shipped training inputs as `load_dataset` returns them and `y` the noisy labels),",
-        "`test_dataset` (`digits-test` / `mnist1d-test`, clean labels), `tsens.activation` (`relu`),",
-        "`tsens.preprocess` (the JSON of `tsens.datasets.Preprocess`: none for digits, `standard`",
-        "with the training mean/std written out for mnist1d), `train_loss`, `train_acc`,",
-        "`test_loss`, `test_acc` (mean cross-entropy in nats and accuracy as a fraction, on the full",
-        "sets in eval mode, computed in float64 from the stored weights; train metrics on the labels",
-        "the run was trained with, i.e. the noisy ones for label-noise runs, which also record",
-        "`clean_train_loss`/`clean_train_acc` on the original labels), and the settings",
-        "`architecture`, `optimizer`, `lr`, `momentum`, `batch_size`, `weight_decay`, `label_noise`,",
-        "`label_noise_seed`, `bias`, `batchnorm`, `epochs` (length of the run).",
+        "`dataset` (the training set: `digits`, `mnist1d`, or a copy under `zoo/data/`, path",
+        "relative to the repository root: `<dataset>-noiseNN.npz` for label-noise runs, whose `x`",
+        "is the shipped training inputs as `load_dataset` returns them and `y` the labels with NN %",
+        "replaced by a different class drawn uniformly; `<dataset>-fracNN.npz` for training-fraction",
+        "runs, whose `x`, `y` are the NN % of the shipped training set that",
+        "`load_dataset(<dataset>, limit=round(NN % × n), seed=1234)` draws and `indices` their",
+        "positions in it), `test_dataset` (`digits-test` / `mnist1d-test`, clean labels),",
+        "`tsens.activation` (`relu`), `tsens.preprocess` (the JSON of `tsens.datasets.Preprocess`:",
+        "none for digits, `standard` with the training mean/std written out for mnist1d),",
+        "`train_loss`, `train_acc`, `test_loss`, `test_acc` (mean cross-entropy in nats and accuracy",
+        "as a fraction, on the full sets in eval mode, computed in float64 from the stored weights;",
+        "train metrics on the training set the run was trained with, i.e. the noisy labels for",
+        "label-noise runs, which also record `clean_train_loss`/`clean_train_acc` on the original",
+        "labels, and the subset for training-fraction runs), the axes `width`, `depth`, `lr`,",
+        "`batch_size`, `weight_decay`, `label_noise`, `train_fraction`, `optimizer`, `batchnorm`",
+        "(above), and `architecture`, `momentum`, `bias`, `epochs` (length of the run),",
+        "`label_noise_seed` and `train_fraction_seed` (1234 where used, else empty).",
         "",
         "Data: scikit-learn digits (UCI, CC BY 4.0) and MNIST-1D (Apache-2.0); see",
         "`tsens/data/LICENSES.txt`.",
@@ -389,35 +626,50 @@ def prepare(out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "zoo", help="output directory (default: zoo/)")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="worker processes (default 2); same bytes for any"
+    )
     args = parser.parse_args()
-    # One thread: the matrices are tiny and the machine is shared.
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
+    _init_worker()
     out: Path = args.out
-    prepare(out)
     names = [c.name for c in CONFIGS]
     assert len(set(names)) == len(names), "duplicate config names"
+    assert all(len(c.seeds) >= 3 for c in CONFIGS), "every configuration needs three seeds"
+    assert all(len(g) >= 2 for g in axis_groups().values()), "an axis with fewer than two groups"
     configs = dict(zip(names, CONFIGS, strict=True))
-    rows: list[dict[str, str]] = []
-    start = time.perf_counter()
+    prepare(out)
     for config in CONFIGS:
-        for seed in config.seeds:
-            saved = train(config, seed, out)
-            rows += saved
+        write_data_file(config, out)  # before the workers start: they only read them
+    jobs = [(config, seed) for config in CONFIGS for seed in config.seeds]
+    order = sorted(range(len(jobs)), key=lambda i: -_cost(jobs[i][0]))  # longest first
+    results: dict[int, list[dict[str, str]]] = {}
+    cpu = 0.0
+    start = time.perf_counter()
+    tasks = [(i, *jobs[i], out) for i in order]
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(max(1, args.jobs), initializer=_init_worker) as pool:
+        for index, saved, seconds in pool.imap_unordered(_job, tasks):
+            results[index] = saved
+            cpu += seconds
             last = saved[-1]
             print(
-                f"{last['run']:36s} {time.perf_counter() - start:6.1f}s  epoch {int(last['epoch']):3d} "
-                f"train loss {float(last['train_loss']):.3f} acc {float(last['train_acc']):.3f}  "
-                f"test loss {float(last['test_loss']):.3f} acc {float(last['test_acc']):.3f}",
+                f"{len(results):3d}/{len(jobs)} {last['run']:40s} {time.perf_counter() - start:5.0f}s "
+                f"(cpu {seconds:4.1f}s) "
+                f"epoch {int(last['epoch']):4d} train loss {float(last['train_loss']):.3f} "
+                f"acc {float(last['train_acc']):.3f}  test loss {float(last['test_loss']):.3f} "
+                f"acc {float(last['test_acc']):.3f}",
                 flush=True,
             )
+    rows = [meta for i in range(len(jobs)) for meta in results[i]]
     with open(out / "runs.csv", "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
         writer.writerows([meta[c] for c in CSV_COLUMNS] for meta in rows)
     (out / "README.md").write_text(readme(rows, configs))
-    runs = len({meta["run"] for meta in rows})
-    print(f"{runs} runs, {len(rows)} checkpoints in {out} ({time.perf_counter() - start:.0f}s)")
+    print(
+        f"{len(results)} runs, {len(rows)} checkpoints in {out} ({time.perf_counter() - start:.0f}s, "
+        f"{cpu:.0f} CPU seconds of training in {args.jobs} processes)"
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,23 @@ from tsens.piecewise import parse_activation
 ACTIVATIONS = ("relu", "leaky_relu:0.1", "relu6", "hardtanh", "hardsigmoid")
 
 
+def network_strategy(max_widths: int = 6):
+    """Hypothesis: small random networks of 1 to ``max_widths`` − 1 layers (widths 1–6), with or
+    without biases, every BatchNorm kind and every activation."""
+    from hypothesis import strategies as st
+
+    return st.builds(
+        lambda widths, bias, bn, act, seed: random_network(
+            tuple(widths), bias=bias, batchnorm=bn, activation=act, seed=seed, scale=1.5
+        ),
+        widths=st.lists(st.integers(1, 6), min_size=2, max_size=max_widths),
+        bias=st.booleans(),
+        bn=st.sampled_from([False, True, "affine-false", "all"]),
+        act=st.sampled_from(ACTIVATIONS),
+        seed=st.integers(0, 10_000),
+    )
+
+
 def random_network(
     widths: tuple[int, ...],
     *,

@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 import tsens
 from tsens import commands
 from tsens.errors import TsensError
+from tsens.gap.estimators import ESTIMATORS as REGISTRY
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_checkpoints"
 RUN = sorted((SAMPLES / "digits-64-32-10").glob("*.safetensors"))[:3]
@@ -140,9 +141,12 @@ def test_estimate_gap_without_hidden_layers_estimates_what_applies(tmp_path):
     assert {r["status_kummer"] for r in rows} == {"no-hidden-layer"}
     assert {r["status_membership"] for r in rows} == {"no-hidden-layer"}
     assert {r["status_doc"] for r in rows} == {"ok"}
-    for row in rows:
-        assert all(np.isfinite(v) for k, v in row.items() if k.startswith("est_"))
-    text = run("estimate-gap", *paths, "--train", "digits", "--test", "digits-test", "--limit", "100").stderr
+    for row in rows:  # every estimate of what each estimator estimates
+        for name in result.extra["gap"].names:
+            key = name.replace("-", "_")
+            assert all(np.isfinite(row[f"est_{key}_{t}"]) for t in REGISTRY[name].targets), name
+    args = ("--train", "digits", "--test", "digits-test", "--limit", "100", "--detail")
+    text = run("estimate-gap", *paths, *args).stderr
     assert "n/a" in text
 
 
@@ -190,8 +194,10 @@ def test_info_tables_carry_the_metadata_to_join_on(tmp_path):
 def test_new_user_slips_are_one_line(tmp_path):
     ckpt = str(RUN[0])
     one_line_error(run("jacobian", ckpt, code=2), "Missing option '--data'")
-    one_line_error(run("estimate-gap", ckpt, "--test", "digits-test", code=2), "Missing option '--train'")
-    one_line_error(run("estimate-gap", ckpt, "--train", "digits", code=2), "Missing option '--test'")
+    bare = tmp_path / "bare.safetensors"  # no metadata naming its data sets
+    _net(bare, (64, 8, 10))
+    one_line_error(run("estimate-gap", bare, "--test", "digits-test", code=2), "'dataset'", "--train")
+    one_line_error(run("estimate-gap", bare, "--train", "digits", code=2), "'test_dataset'", "--test")
     one_line_error(run("info", ckpt, "-o", tmp_path, code=2), "-o", "is a directory")
     same = str(tmp_path / "x.csv")
     one_line_error(run("bound", ckpt, "-o", same, "--summary", same, code=2), "-o", "--summary", "x.csv")

@@ -3,9 +3,11 @@ per-sample tables; statuses and fallbacks; calibration without leaks; files; the
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
+import re
 import warnings
 
 import numpy as np
@@ -23,10 +25,11 @@ from tsens.commands import gap_estimates as estimate_gap
 from tsens.errors import TsensError
 from tsens.gap import estimators as est
 from tsens.gap.calibration import Calibration, calibrate, cross_fit, fit
+from tsens.gap.estimators import CALIBRATED
 from tsens.gap.features import atc_accuracy, atc_threshold, binned_loss
 
 F64 = tsens.Compute(dtype="float64", batch_size=16)
-RUNS = ("a", "b", "c", "d", "e", "f")
+RUNS = ("a", "b", "c", "d", "e", "f", "g")
 
 
 def save_net(path, widths, seed, scale, metadata, batchnorm=False):
@@ -161,11 +164,17 @@ def test_disagreement_pairs_siblings_by_step(zoo):
 
 
 def test_mean_gap_is_the_other_runs_mean_gap(zoo):
-    rows = zoo["result"].rows
-    for row in rows:
-        others = [r for r in rows if r["run"] != row["run"]]
-        gap = np.mean([r["test_loss"] - r["train_loss"] for r in others])
-        assert row["est_mean_gap_loss"] == pytest.approx(row["train_loss"] + gap)
+    strict = estimate_gap(
+        zoo["refs"], tsens.load_dataset(zoo["train"]), tsens.load_dataset(zoo["test"]), compute=F64,
+        hold_out="siblings",
+    )  # fmt: skip
+    for rows, siblings in ((zoo["result"].rows, False), (strict.rows, True)):
+        for row in rows:
+            # Held out: the run, and with hold_out="siblings" also its sibling (runs a and b).
+            out = {"a", "b"} if siblings and row["run"] in ("a", "b") else {row["run"]}
+            others = [r for r in rows if r["run"] not in out]
+            gap = np.mean([r["test_loss"] - r["train_loss"] for r in others])
+            assert row["est_mean_gap_loss"] == pytest.approx(row["train_loss"] + gap)
 
 
 def test_test_labels_never_reach_a_label_free_estimate(zoo):
@@ -175,20 +184,30 @@ def test_test_labels_never_reach_a_label_free_estimate(zoo):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         blind = estimate_gap(
+            zoo["refs"],
+            tsens.load_dataset(zoo["train"]),
+            tsens.load_dataset(str(unlabelled)),
+            compute=F64,
+            names=ESTIMATORS,
+        )
+        default = estimate_gap(
             zoo["refs"], tsens.load_dataset(zoo["train"]), tsens.load_dataset(str(unlabelled)), compute=F64
         )
     assert blind.evaluation is None and blind.ranking is None
     assert any("fall back to naive" in n for n in blind.notes)
+    # By default what cannot run is left out and said so, not shown as a fallback.
+    assert not set(CALIBRATED) & set(default.names) and any("left out" in n for n in default.notes)
     for seen, unseen in zip(zoo["result"].rows, blind.rows, strict=True):
         assert "test_loss" not in unseen
-        for name in ESTIMATORS:
+        for name in zoo["result"].names:
             key = name.replace("-", "_")
-            if name in ("mean-gap", "calibrated"):
+            if name in CALIBRATED:
                 assert unseen[f"status_{key}"] == "no-calibration"
                 assert unseen[f"est_{key}_loss"] == unseen["train_loss"]
             else:
-                assert unseen[f"est_{key}_loss"] == seen[f"est_{key}_loss"], name
-                assert unseen[f"est_{key}_acc"] == seen[f"est_{key}_acc"], name
+                for target in ("loss", "acc"):
+                    a, b = unseen[f"est_{key}_{target}"], seen[f"est_{key}_{target}"]
+                    assert a == b or (math.isnan(a) and math.isnan(b)), name
 
 
 def feature_rows(rng, runs, per_run):
@@ -203,18 +222,21 @@ def feature_rows(rng, runs, per_run):
         "entropy_shift",
         "atc_acc",
     )
-    return groups, [{k: float(rng.normal()) for k in keys} for _ in groups]
+    rows = [{k: float(rng.normal()) for k in keys} for _ in groups]
+    for row in rows:
+        row["train_loss"] = abs(row["train_loss"]) + 0.1
+    return groups, rows
 
 
 def test_leave_one_run_out_never_leaks_a_run_into_its_own_model():
     rng = np.random.default_rng(0)
     runs, rows = feature_rows(rng, 8, 4)
     y = np.array([r["conf_shift"] + 0.1 * rng.normal() for r in rows])
-    base = cross_fit(rows, y, runs)
+    base = cross_fit(rows, y, runs).value
     planted = y.copy()
     own = np.array([g == "r3" for g in runs])
     planted[own] += 1000.0  # a signal only run r3's own model could see
-    moved = cross_fit(rows, planted, runs)
+    moved = cross_fit(rows, planted, runs).value
     assert np.array_equal(moved[own], base[own])  # r3 is scored without r3
     assert np.all(np.abs(moved[~own] - base[~own]) > 1.0)  # the others did see it
 
@@ -242,13 +264,16 @@ def test_calibration_file_round_trip_is_plain_json(tmp_path, zoo):
     path = tmp_path / "cal.json"
     cal.save(path)
     doc = json.loads(path.read_text())
-    assert doc["tsens_calibration"] == 1 and doc["runs"] == sorted(RUNS)
+    assert doc["tsens_calibration"] == 2 and doc["runs"] == sorted(RUNS)
     back = Calibration.load(path)
     assert np.allclose(back.loss.predict(feats), cal.loss.predict(feats))
     with pytest.raises(TsensError, match="exists"):
         cal.save(path)
-    path.write_text('{"tsens_calibration": 1, "loss": {}}')
+    path.write_text('{"tsens_calibration": 2, "loss": {}}')
     with pytest.raises(TsensError, match="malformed"):
+        Calibration.load(path)
+    path.write_text('{"tsens_calibration": 1, "loss": {}}')
+    with pytest.raises(TsensError, match="older tsens"):
         Calibration.load(path)
 
 
@@ -278,8 +303,10 @@ def test_ordering_single_checkpoint_batchnorm_and_no_calibration_runs(tmp_path):
     result = estimate_gap(refs, tsens.load_dataset(train), tsens.load_dataset(test), compute=F64)
     assert [r["status_layer_norm"] for r in result.rows][::2] == ["no-previous-checkpoint"] * 2
     assert result.rows[0]["status_calibrated"] == "too-few-calibration-runs"
-    assert any("calibrated uses mean-gap instead" in n for n in result.notes)
-    single = estimate_gap(refs[:1], tsens.load_dataset(train), tsens.load_dataset(test), compute=F64)
+    assert any("use mean-gap instead" in n for n in result.notes)
+    single = estimate_gap(
+        refs[:1], tsens.load_dataset(train), tsens.load_dataset(test), compute=F64, names=ESTIMATORS
+    )
     assert len(single.rows) == 1 and single.rows[0]["status_mean_gap"] == "too-few-calibration-runs"
     with pytest.raises(TsensError, match="`train`"):
         estimate_gap(
@@ -297,14 +324,14 @@ def test_command_tables_plot_and_calibration_files(tmp_path, zoo):
     )  # fmt: skip
     assert "how good each estimator is" in result.stderr and "★" in result.stderr
     table = pq.read_table(out)
-    assert table.num_rows == 18 and {"run", "step", "est_calibrated_loss", "status_kummer"} <= set(
+    assert table.num_rows == 21 and {"run", "step", "est_calibrated_loss", "status_kummer"} <= set(
         table.column_names
     )
     got = table.column("est_doc_loss").to_pylist()
     assert got == pytest.approx([r["est_doc_loss"] for r in zoo["result"].rows])
     text = summary.read_text().splitlines()
     assert text[0].startswith('"kind","name","checkpoints","mae_loss","mae_acc_points"')
-    assert len(text) == 1 + len(ESTIMATORS) + len(zoo["result"].ranking)
+    assert len(text) == 1 + len(zoo["result"].evaluation) + len(zoo["result"].ranking)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(cal.read_text())["provenance"]["command"] == "estimate-gap"
     # A saved calibration scores other checkpoints.
@@ -377,9 +404,15 @@ def test_calibrated_gaps_do_not_extrapolate_without_limit():
     runs, rows = feature_rows(rng, 6, 5)
     y = np.array([r["entropy_shift"] for r in rows])
     model = fit(rows, y, runs)
-    far = dict(rows[0], entropy_shift=1e6, conf_shift=-1e6)
+    # A feature beyond the calibration range is clipped to it, and the row flagged.
+    top = max(r["entropy_shift"] for r in rows)
+    far, edge = dict(rows[0], entropy_shift=1e6), dict(rows[0], entropy_shift=top)
+    value, outside = model.predict_with_range([far, edge, rows[0]])
+    assert value[0] == value[1] and list(outside) == [True, False, False]
+    # And the prediction stays within the calibration targets' range widened by half its width.
+    wild = dataclasses.replace(model, coef=[1e6 * c for c in model.coef])
     lo, hi = y.min(), y.max()
-    assert model.predict([far])[0] == pytest.approx(hi + 0.5 * (hi - lo))
+    assert wild.predict([far])[0] == pytest.approx(hi + 0.5 * (hi - lo))
     assert est.from_gaps({"train_loss": 0.1, "train_acc": 0.9}, -5.0, 0.5) == est.Estimate(0.0, 1.0)
 
 
@@ -406,3 +439,67 @@ def test_save_calibration_is_refused_before_any_work(tmp_path, zoo):
     )  # fmt: skip
     one_line_error(result, "--save-calibration")
     assert not out.exists()
+
+
+def test_summary_leads_with_the_ranking_and_new_options_are_checked(tmp_path, zoo):
+    result = run("estimate-gap", *zoo["paths"], "--train", zoo["train"], "--test", zoo["test"],
+                 "--dtype", "float64", "--interval", "0.8")  # fmt: skip
+    err = result.stderr
+    lead = err.index("checkpoints ranked by calibrated")
+    assert lead < err.index("how good each estimator is") and "80 % intervals" in err
+    assert re.search(r"\b[a-g] @ [123]\b", err) and "6 more checkpoints" in err
+    assert "test loss (accuracy %) by step" not in err  # per-run detail on request
+    detail = run(
+        "estimate-gap", *zoo["paths"][:6], "--train", zoo["train"], "--test", zoo["test"], "--detail"
+    )
+    assert "a: test loss (accuracy %) by step" in detail.stderr
+
+    def refused(*extra):
+        out = run(
+            "estimate-gap", zoo["paths"][0], "--train", zoo["train"], "--test", zoo["test"], *extra, code=2
+        )
+        return one_line_error(out, extra[0])
+
+    refused("--interval", "1.5")
+    refused("--features", "everything")
+    refused("--estimators", "cot,magic")
+
+
+def test_warnings_come_before_the_estimates(tmp_path, zoo):
+    # A test set that is the training set, and checkpoints whose recorded train accuracy differs.
+    paths = []
+    for r, name in enumerate(("p", "q")):
+        (tmp_path / name).mkdir()
+        path = tmp_path / name / "step=1.safetensors"
+        save_net(path, (5, 7, 6, 3), seed=r, scale=1.0, metadata={"run": name, "train_acc": "0.999"})
+        paths.append(str(path))
+    result = run("estimate-gap", *paths, "--train", zoo["train"], "--test", zoo["train"])
+    err = result.stderr
+    assert "holds the training inputs" in err and "recorded 99.9 %" in err
+    assert err.index("holds the training inputs") < err.index("checkpoints ranked by")
+
+
+@pytest.mark.parametrize("name", ESTIMATORS)
+def test_each_estimator_declares_the_measures_its_features_need(tmp_path, name):
+    """The passes compute exactly what is asked: with only the measures an estimator declares,
+    every feature it reads is there (and the calibrated one's feature sets, up to the richest)."""
+    from tsens.commands.jobs import features_job
+    from tsens.gap.calibration import FEATURE_SETS, derived, sets_up_to
+    from tsens.gap.estimators import ESTIMATORS as REGISTRY
+    from tsens.gap.estimators import required_measures
+
+    path = tmp_path / "n.safetensors"
+    save_net(path, (5, 7, 6, 3), seed=1, scale=1.0, metadata={})
+    train, test = make_sets(tmp_path)
+    ref = tsens.plan_runs([str(path)])[0]
+    for features in ("field", "all") if name == "calibrated" else ("train",):
+        measures = required_measures([name], features)
+        cf = features_job(
+            ref, train=tsens.load_dataset(train), test=tsens.load_dataset(test), measures=measures,
+            compute=F64, load=lambda r: tsens.load_network(r.path),
+        )  # fmt: skip
+        have = derived(cf.features)
+        reads = set(REGISTRY[name].reads)
+        if name == "calibrated":
+            reads |= {f for s in sets_up_to(features) for f in FEATURE_SETS[s]}
+        assert reads <= set(have), (name, features, sorted(reads - set(have)))

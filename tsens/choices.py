@@ -46,15 +46,31 @@ SENSITIVITIES = ("jacobian", "tangent")
 
 ESTIMATORS = (
     "naive",
-    "layer-norm",
-    "kummer",
-    "membership",
-    "jacobian",
+    "calibrated-train",
+    "calibrated",
+    "mean-gap",
     "confidence",
     "doc",
     "atc",
+    "cot",
+    "cott",
+    "tic",
     "disagreement",
-    "mean-gap",
-    "calibrated",
+    "agreement",
+    "jacobian",
+    "layer-norm",
+    "kummer",
+    "membership",
 )
-"""The estimators of ``estimate-gap`` (:mod:`tsens.gap.estimators`), in table order."""
+"""The estimators of ``estimate-gap`` (:data:`tsens.gap.estimators.ESTIMATORS`), in table order."""
+
+FEATURE_SETS = ("train", "shift", "field", "sensitivity", "all")
+"""The nested feature sets of the calibrated estimator (:mod:`tsens.gap.calibration`), simplest
+first; the richest one considered decides which measures the passes compute."""
+
+DEFAULT_FEATURES = "field"
+"""The richest feature set considered by default: the sensitivity features have not shown that
+they earn their cost on the development zoo (README)."""
+
+HOLD_OUT = ("run", "siblings")
+"""What the calibrated estimators' cross-validation holds out: a run, or a run with its siblings."""

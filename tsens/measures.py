@@ -21,7 +21,25 @@ name            per-sample columns                                              
 ``membership``  ``log_membership``                                                      [T] eq. 4
 ``boundary``    ``boundary_distance``, ``boundary_layer``                               [T] §3.1
 ``path_score``  ``path_score``                                                          [T] eq. 3, 7
+``logits``      ``logits``: the raw logits f(x) (B × n)                                  logits
+``penultimate`` ``penultimate``: the input of the last Linear layer, φ(z_{L-1}) (B ×     trace
+                h_{L-1}; the input x itself without hidden layer), so that
+                ``penultimate @ W̃_Lᵀ + b̃_L = logits`` with the folded W̃_L, b̃_L
+``margin``      ``margin_pred`` = f_c − max_{j≠c} f_j for the predicted class c and     [J]
+                ``boundary_pred`` = min_{j≠c} (f_c − f_j) / ‖∇_x f_c − ∇_x f_j‖, the
+                exact input-space distance to the c-vs-j decision boundary of the
+                sample's affine piece; with labels ``margin_true`` and
+                ``boundary_true``, the same for the true class y (negative when
+                misclassified)
 =============== ===================================================================== ==========
+
+[J] Jiang, Krishnan, Mobahi, Bengio, *Predicting the generalization gap in deep networks with
+margin distributions*, ICLR 2019: their first-order distance (f_i − f_j)/‖∇f_i − ∇f_j‖ is exact
+for a piecewise-linear network inside the sample's linear region. The gradients come from the
+trace's shared recursion in reduced form (:func:`tsens.jacobian.reduced_jacobian`: rows
+J̃ with ‖J̃_a − J̃_b‖ = ‖∇_x f_a − ∇_x f_b‖, r-sized, not d-sized). A distance is 0 on the
+boundary (f_c = f_j), ±inf when the two gradients coincide (the affine piece never crosses the
+boundary), and both columns are +inf for a single-output network (no other class).
 """
 
 from __future__ import annotations
@@ -36,7 +54,7 @@ import torch
 from .active_units import active_counts, piece_counts
 from .choices import MEMBERSHIP_MODES, READINGS
 from .errors import TsensError
-from .jacobian import jacobian_norms
+from .jacobian import jacobian_norms, reduced_jacobian
 from .regions import boundary_distance, log_membership, path_scores, region_ids
 from .tangent import tangent_norms
 from .trace import Trace
@@ -150,6 +168,43 @@ def _path_score(b: Batch) -> Columns:
     return {"path_score": path_scores(b.trace, b.get("membership")["log_membership"])}
 
 
+def _logits(b: Batch) -> Columns:
+    return {"logits": b.trace.logits}
+
+
+def _penultimate(b: Batch) -> Columns:
+    t = b.trace
+    features = t.x if not t.preacts else t.tracer.activation(t.preacts[-1])
+    return {"penultimate": features}
+
+
+def class_margins(
+    logits: torch.Tensor, reduced: torch.Tensor, cls: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each sample and its reference class c = ``cls``: the logit margin
+    f_c − max_{j≠c} f_j and the distance min_{j≠c} (f_c − f_j)/‖J̃_c − J̃_j‖ ([J]), with
+    ``reduced`` the per-sample reduced Jacobian J̃ (B × n × r). 0/0 (a tie with equal
+    gradients) is 0; no other class gives +inf."""
+    rows = torch.arange(len(cls), device=cls.device)
+    gap = logits[rows, cls][:, None] - logits  # f_c − f_j, B × n
+    own = torch.zeros_like(gap, dtype=torch.bool)
+    own[rows, cls] = True
+    margin = gap.masked_fill(own, torch.inf).amin(1)
+    norms = torch.linalg.vector_norm(reduced[rows, cls][:, None, :] - reduced, dim=2)
+    distance = (gap / norms).masked_fill(gap == 0, 0.0).masked_fill(own, torch.inf).amin(1)
+    return margin, distance
+
+
+def _margin(b: Batch) -> Columns:
+    logits = b.trace.logits
+    reduced = reduced_jacobian(b.trace)
+    out: Columns = {}
+    out["margin_pred"], out["boundary_pred"] = class_margins(logits, reduced, b.log_probs.max(1).indices)
+    if b.labels is not None:
+        out["margin_true"], out["boundary_true"] = class_margins(logits, reduced, b.labels)
+    return out
+
+
 MEASURES: Mapping[str, Callable[[Batch], Columns]] = {
     "predictions": _predictions,
     "log_probs": _log_probs,
@@ -160,6 +215,9 @@ MEASURES: Mapping[str, Callable[[Batch], Columns]] = {
     "membership": _membership,
     "boundary": _boundary,
     "path_score": _path_score,
+    "logits": _logits,
+    "penultimate": _penultimate,
+    "margin": _margin,
 }
 """Every measure by name (module docstring)."""
 

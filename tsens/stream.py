@@ -37,7 +37,7 @@ from .trace import Trace, Tracer
 
 Progress = Callable[[int], None]
 
-_LEGITIMATELY_INFINITE = {"boundary_distance", "path_score", "log_probs"}
+_LEGITIMATELY_INFINITE = {"boundary_distance", "path_score", "log_probs", "boundary_true", "boundary_pred"}
 """Columns where inf is a value, not an overflow: no face can be reached; no active path; a
 probability that underflowed to 0."""
 

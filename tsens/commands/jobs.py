@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+
 from ..bounds import report
 from ..compute import Compute
 from ..datasets import Dataset
@@ -189,7 +191,8 @@ def features_job(
     cache: InputCache | None = None,
 ) -> CheckpointFeatures:
     """One checkpoint's ``estimate-gap`` features (:mod:`tsens.gap.features`) from one pass of
-    each set, with the test log-probabilities kept when its run has siblings (``keep_runs``),
+    each set, with the test log-probabilities and the train predictions kept when its run has
+    siblings (``keep_runs``),
     and a weightless copy of its network and the preprocessing applied, for provenance."""
     net = load(ref)
     if net.depth < 2:  # no hidden units: the estimators that need them say so
@@ -199,6 +202,8 @@ def features_job(
         net, sets, sorted(measures), compute=compute, cache=cache, progress=_per_set(progress)
     )
     cf = checkpoint_features(net, results["train"], results["test"], keep_log_probs=ref.run in keep_runs)
+    if ref.run in keep_runs:
+        cf.train_predicted = np.asarray(results["train"].columns["predicted"])
     cf.network = replace(net, layers=())
     cf.applied = {
         f"preprocess_{name}": chosen_preprocess(net, data).to_json()

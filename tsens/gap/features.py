@@ -29,7 +29,29 @@ Features (``_train``/``_test`` are means over the set unless said otherwise):
 * with ``region``: ``shared_region_share``, the share of test inputs in a region that holds a
   training input;
 * from the weights: ``log10_w`` (log10 Π_l max|W_l|, [T] eq. 5), ``log10_fro_product`` and
-  ``log10_spectral_product`` (Σ_l log10 of each layer's norm), ``log10_parameters``.
+  ``log10_spectral_product`` (Σ_l log10 of each layer's norm), ``log10_parameters``;
+* with ``logits`` (:mod:`tsens.gap.scores`; both sets scored label-free):
+  ``nuclear_norm_{train,test}`` (Deng et al. 2023), ``mano_{train,test}`` (Xie et al. 2024),
+  ``energy_{train,test}`` (mean free energy) and ``mde_{train,test}`` (meta-distribution
+  energy; Peng et al. 2024); and, with the training labels' class shares as the label
+  marginal, ``cot_acc`` and ``cott_acc`` (Lu et al. 2023: COT's test accuracy, and COTT's with
+  its threshold fitted on the training set and its error);
+* with ``logits`` and ``penultimate``: ``dispersion_{train,test}`` (features grouped by
+  predicted class; Xie et al. 2023), ``gdscore_{train,test}`` (pseudo-labels; Xie et al. 2025)
+  and ``tic_gap`` (Takeuchi's tr(H⁻¹C)/n of the last layer with the true training labels,
+  :mod:`tsens.gap.tic`);
+* with ``logits`` or ``margin`` (Jiang et al. 2019): ``margin_q{25,50,75}_{train,test}``,
+  quartiles of the logit margin (train: of the true class, f_y − max_{j≠y} f_j; test: of the
+  predicted class, top − runner-up); with ``margin`` also
+  ``log_boundary_margin_q{25,50,75}_{train,test}``, the natural log of the quartiles of the
+  input-space distance to the decision boundary (``boundary_true``,
+  ``boundary_pred``; −inf where a quartile is ≤ 0); quartiles of the finite values;
+* from the weights, always (:mod:`tsens.gap.spectra`): ``ww_alpha_mean``,
+  ``ww_alpha_weighted_mean`` (WeightWatcher's heavy-tail exponent α and α·log10 λ_max, mean
+  over the layers with a fit), ``stable_rank_mean`` and ``weight_{mean,std,q25,q50,q75}``
+  (means over the layers).
+
+The per-sample logits and penultimate features are reduced to numbers here and never kept.
 """
 
 from __future__ import annotations
@@ -44,6 +66,9 @@ import numpy as np
 from ..bounds import log10_gauss_paper, log10_w, weight_statistics
 from ..network import Network
 from ..stream import SetResult
+from . import scores
+from .spectra import spectra_features
+from .tic import tic_gap
 
 ATC_LOSS_BINS = 20
 
@@ -56,6 +81,7 @@ class CheckpointFeatures:
     features: dict[str, float]
     truth: dict[str, float] | None = None
     test_log_probs: np.ndarray | None = field(default=None, repr=False)
+    train_predicted: np.ndarray | None = field(default=None, repr=False)
     network: Network | None = field(default=None, repr=False)  # path, sha256, activation: no weights
     applied: dict[str, str] = field(default_factory=dict)  # the preprocessing each set got
 
@@ -111,6 +137,55 @@ def weight_features(network: Network, norms: bool = True) -> dict[str, float]:
     }
 
 
+def _predicted(cols: Mapping[str, np.ndarray]) -> np.ndarray:
+    return np.asarray(cols["predicted"]) if "predicted" in cols else np.asarray(cols["logits"]).argmax(1)
+
+
+def score_features(
+    network: Network, tr: Mapping[str, np.ndarray], te: Mapping[str, np.ndarray]
+) -> dict[str, float]:
+    """The label-free scores of both sets and COT, COTT, TIC and the margin quartiles (module
+    docstring) from the columns the passes computed; only the training set's labels are read."""
+    f: dict[str, float] = {}
+    sets = (("train", tr), ("test", te))
+    if "logits" in tr and "logits" in te:
+        probs = {}
+        for name, cols in sets:
+            logits = np.asarray(cols["logits"], dtype=np.float64)
+            probs[name] = scores.softmax(logits)
+            f[f"nuclear_norm_{name}"] = scores.nuclear_norm(probs[name])
+            f[f"mano_{name}"] = scores.mano(logits)
+            f[f"energy_{name}"] = scores.energy(logits)
+            f[f"mde_{name}"] = scores.mde(logits)
+            if "penultimate" in cols:
+                features = cols["penultimate"]
+                f[f"dispersion_{name}"] = scores.dispersion(features, _predicted(cols), network.output_dim)
+                f[f"gdscore_{name}"] = scores.gdscore(logits, features)
+        if "label" in tr and "correct" in tr:
+            marginal = scores.class_shares(tr["label"], network.output_dim)
+            f["cot_acc"], f["cott_acc"] = scores.cot_and_cott(
+                probs["test"], marginal, probs["train"], 1.0 - _mean(tr["correct"])
+            )
+            if "penultimate" in tr:
+                last = network.layers[-1]
+                bias = last.bias is not None or last.norm is not None
+                f["tic_gap"] = tic_gap(tr["penultimate"], tr["logits"], tr["label"], bias=bias)
+    for set_name, cols, reading in (("train", tr, "true"), ("test", te, "pred")):
+        if f"margin_{reading}" not in cols and "logits" in cols and (reading == "pred" or "label" in cols):
+            logit_margin = scores.logit_margin(cols["logits"], cols["label"] if reading == "true" else None)
+            for q, value in zip((25, 50, 75), scores.quartiles(logit_margin), strict=True):
+                f[f"margin_q{q}_{set_name}"] = value
+    for column, name in (("margin", "margin"), ("boundary", "log_boundary_margin")):
+        for set_name, cols, reading in (("train", tr, "true"), ("test", te, "pred")):
+            if f"{column}_{reading}" in cols:
+                quartiles = scores.quartiles(cols[f"{column}_{reading}"])
+                for q, value in zip((25, 50, 75), quartiles, strict=True):
+                    if column == "boundary":
+                        value = _log(value) if math.isfinite(value) else value
+                    f[f"{name}_q{q}_{set_name}"] = value
+    return f
+
+
 def checkpoint_features(
     network: Network, train: SetResult, test: SetResult, *, keep_log_probs: bool = False
 ) -> CheckpointFeatures:
@@ -152,6 +227,8 @@ def checkpoint_features(
     if "region" in tr:
         f["shared_region_share"] = float(np.isin(te["region"], tr["region"]).mean())
     f.update(weight_features(network, norms="tangent_fro" in tr))  # the norms serve the calibration
+    f.update(score_features(network, tr, te))
+    f.update(spectra_features(network))
     truth = None
     if "loss" in te:
         truth = {"test_loss": _mean(te["loss"]), "test_acc": _mean(te["correct"])}
