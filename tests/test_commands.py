@@ -136,7 +136,9 @@ def test_estimate_gap_without_hidden_layers_estimates_what_applies(tmp_path):
             path.parent.mkdir(exist_ok=True)
             _net(path, (64, 10), seed=step + 10 * len(paths))
             paths.append(path)
-    result = commands.estimate_gap(paths, "digits", "digits-test", setup=tsens.Setup(limit=100))
+    result = commands.estimate_gap(
+        paths, "digits", "digits-test", estimators=list(REGISTRY), setup=tsens.Setup(limit=100)
+    )
     rows = result.extra["gap"].rows
     assert {r["status_kummer"] for r in rows} == {"no-hidden-layer"}
     assert {r["status_membership"] for r in rows} == {"no-hidden-layer"}
@@ -145,7 +147,7 @@ def test_estimate_gap_without_hidden_layers_estimates_what_applies(tmp_path):
         for name in result.extra["gap"].names:
             key = name.replace("-", "_")
             assert all(np.isfinite(row[f"est_{key}_{t}"]) for t in REGISTRY[name].targets), name
-    args = ("--train", "digits", "--test", "digits-test", "--limit", "100", "--detail")
+    args = ("--train", "digits", "--test", "digits-test", "--limit", "100", "--detail", "--estimators", "all")
     text = run("estimate-gap", *paths, *args).stderr
     assert "n/a" in text
 

@@ -75,7 +75,9 @@ def zoo(tmp_path_factory):
     paths = make_zoo(root)
     train, test = make_sets(root)
     refs = tsens.plan_runs(paths)
-    result = estimate_gap(refs, tsens.load_dataset(train), tsens.load_dataset(test), compute=F64)
+    result = estimate_gap(
+        refs, tsens.load_dataset(train), tsens.load_dataset(test), compute=F64, names=ESTIMATORS
+    )
     return {"root": root, "paths": paths, "train": train, "test": test, "refs": refs, "result": result}
 
 
@@ -320,7 +322,7 @@ def test_command_tables_plot_and_calibration_files(tmp_path, zoo):
     out, summary, plot, cal = (tmp_path / n for n in ("rows.parquet", "eval.csv", "gap.png", "cal.json"))
     result = run(
         "estimate-gap", *zoo["paths"], "--train", zoo["train"], "--test", zoo["test"], "--dtype", "float64",
-        "-o", out, "--summary", summary, "--plot", plot, "--save-calibration", cal,
+        "-o", out, "--summary", summary, "--plot", plot, "--save-calibration", cal, "--estimators", "all",
     )  # fmt: skip
     assert "how good each estimator is" in result.stderr and "★" in result.stderr
     table = pq.read_table(out)
