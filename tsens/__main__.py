@@ -21,7 +21,12 @@ def main() -> None:
     from tsens.cli import main as cli
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    sys.exit(cli())
+    try:
+        sys.exit(cli())
+    except KeyboardInterrupt:
+        # Raised again while the command line was already ending on Ctrl-C (it said so): end
+        # with its code, not by the signal.
+        os._exit(130)
 
 
 if __name__ == "__main__":
