@@ -505,3 +505,31 @@ def test_each_estimator_declares_the_measures_its_features_need(tmp_path, name):
         if name == "calibrated":
             reads |= {f for s in sets_up_to(features) for f in FEATURE_SETS[s]}
         assert reads <= set(have), (name, features, sorted(reads - set(have)))
+
+
+def test_checkpoints_naming_their_data_sets_are_scored_per_set(tmp_path):
+    """Without train/test, each checkpoint's metadata names its sets; two sets, two groups."""
+    from tsens.commands import estimate_gap as command
+
+    paths = []
+    for group in ("one", "two"):
+        root = tmp_path / group
+        root.mkdir()
+        train, test = make_sets(root)
+        for name in ("r1", "r2"):
+            path = root / f"{name}.safetensors"
+            meta = {"run": f"{group}-{name}", "dataset": train, "test_dataset": test, "step": "1"}
+            save_net(path, (5, 7, 6, 3), seed=len(paths), scale=1.0, metadata=meta)
+            paths.append(str(path))
+    result = command(paths, setup=tsens.Setup(compute=F64))
+    gaps = result.extra["gaps"]
+    assert [(tr, te) for tr, te, _ in gaps] == [
+        (str(tmp_path / g / "train.npz"), str(tmp_path / g / "test.npz")) for g in ("one", "two")
+    ]
+    rows = result.table.to_pylist()
+    assert [r["train_set"] for r in rows] == [gaps[0][0]] * 2 + [gaps[1][0]] * 2
+    # Each group is the same as scoring it alone with its sets given.
+    alone = command(paths[2:], gaps[1][0], gaps[1][1], setup=tsens.Setup(compute=F64)).table.to_pylist()
+    assert [r["est_doc_acc"] for r in rows[2:]] == [r["est_doc_acc"] for r in alone]
+    with pytest.raises(TsensError, match="2 pairs of data sets"):
+        command(paths, fit_calibration=True, setup=tsens.Setup(compute=F64))
