@@ -533,3 +533,20 @@ def test_checkpoints_naming_their_data_sets_are_scored_per_set(tmp_path):
     assert [r["est_doc_acc"] for r in rows[2:]] == [r["est_doc_acc"] for r in alone]
     with pytest.raises(TsensError, match="2 pairs of data sets"):
         command(paths, fit_calibration=True, setup=tsens.Setup(compute=F64))
+
+
+def test_a_calibration_richer_than_the_passes_is_refused_before_any_work(zoo, monkeypatch):
+    import importlib
+
+    from tsens.commands import estimate_gap as command
+
+    module = importlib.import_module("tsens.commands.estimate_gap")
+    rows = zoo["result"].rows
+    cal = calibrate(rows, [{"test_loss": r["test_loss"], "test_acc": r["test_acc"]} for r in rows],
+                    [r["run"] for r in rows], dataset="toy")  # fmt: skip
+    cal.loss = dataclasses.replace(cal.loss, feature_set="sensitivity")
+    ran = []
+    monkeypatch.setattr(module, "gap_estimates", lambda *a, **k: ran.append(1))
+    with pytest.raises(TsensError, match="'sensitivity' or richer"):
+        command(zoo["paths"], zoo["train"], zoo["test"], calibration=cal)
+    assert not ran

@@ -109,6 +109,8 @@ def estimate_gap(
         check_inputs(calibration_refs, {"train": planned[0][0], "test": planned[0][1]}, setup.layers)
     if isinstance(calibration, str):
         calibration = Calibration.load(calibration)
+    if calibration is not None:
+        check_richness(calibration, features)
     train_set, test_set, refs = planned[0]
     can_fit = bool(calibration_refs) or (test_set.y is not None and len({r.run for r in refs}) >= 2)
     if fit_calibration and not can_fit:
@@ -192,6 +194,17 @@ def check_estimators(names: Sequence[str]) -> tuple[str, ...]:
     if unknown:
         raise TsensError(f"`estimators`: unknown {unknown}; expected some of {', '.join(ESTIMATORS)}")
     return tuple(n for n in ESTIMATORS if n in names or n == "naive")
+
+
+def check_richness(calibration: Calibration, features: str) -> None:
+    """Refuse, before any work, a calibration whose models read a richer feature set than the
+    passes for ``features`` compute."""
+    needed = max(FEATURE_SETS.index(m.feature_set) for m in (calibration.loss, calibration.acc))
+    if needed > FEATURE_SETS.index(features):
+        raise TsensError(
+            f"`calibration` was fitted on the feature set {FEATURE_SETS[needed]!r}; score with `features` "
+            f"{FEATURE_SETS[needed]!r} or richer (now {features!r})"
+        )
 
 
 def check_options(estimators: Sequence[str] | None, features: str, interval: float) -> None:
